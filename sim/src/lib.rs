@@ -1,0 +1,1 @@
+//! flowlab-sim

@@ -1,0 +1,115 @@
+//! Sources and sinks: where records enter and leave a job.
+//!
+//! A [`Source`] is a description, shared by all workers; each worker opens one [`SourceReader`]
+//! from it when the job first runs (never while the job is being planned, so `flowlab graph` does no
+//! I/O). A reader hands out `(event_time_ms, value)` pairs; the engine, not the reader, assigns
+//! watermarks, so every source gets the same per-record watermark semantics.
+//!
+//! Every reader can say where it is ([`SourceReader::offset`]) and be reopened at such a position:
+//! the checkpoint issue stores these offsets and replays from them after a crash.
+//!
+//! Single-stream sources (a file, a socket, a generated sequence, a collection) are read by
+//! instance 0 only, as Flink reads one file split with one reader; the other instances finish at
+//! once and so never hold back the watermark. The stream is then spread by `key_by`. That keeps the
+//! watermark sequence the input's own, whatever the parallelism.
+
+mod collection;
+mod csv;
+mod generator;
+mod sinks;
+mod socket;
+
+pub use collection::CollectionSource;
+pub use csv::{BadLinePolicy, CsvSource, parse_event_line};
+pub use generator::{GeneratorConfig, GeneratorSource, generate_events, write_events_csv};
+pub use sinks::{CollectSink, CsvSink, StdoutSink};
+pub use socket::SocketSource;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::Partitioning;
+use crate::error::Result;
+use crate::time::Record;
+
+/// The row of flowlab's CSV format: `key,event_time_ms,value`, with the line it came from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    /// The key (user id, sensor id, …).
+    pub key: String,
+    /// An integer payload.
+    pub value: i64,
+    /// 1-based line number in the input (0 when the event did not come from a file).
+    pub line: u64,
+}
+
+impl Event {
+    /// Writes the record back as an input line, `key,event_time_ms,value`.
+    pub fn to_csv_line(record: &Record<Event>) -> String {
+        format!("{},{},{}", record.value.key, record.time_ms, record.value.value)
+    }
+}
+
+/// What a reader found when asked for records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// It returned records, or may have more at once: ask again.
+    More,
+    /// Nothing now, but more may come (a quiet socket): ask again later.
+    Pending,
+    /// No more records, ever.
+    Finished,
+}
+
+/// A replayable source of timestamped records (Flink's `Source`), shared by all workers.
+pub trait Source<D>: Send + Sync + 'static {
+    /// A name for the job graph.
+    fn name(&self) -> String;
+    /// Opens the reader of instance `instance` of `instances`.
+    fn open(&self, instance: usize, instances: usize) -> Result<Box<dyn SourceReader<D>>>;
+}
+
+/// One instance's reader.
+pub trait SourceReader<D> {
+    /// Appends at most `max_records` `(event_time_ms, value)` pairs to `out`, in input order.
+    fn read(&mut self, out: &mut Vec<(i64, D)>, max_records: usize) -> Result<ReadStatus>;
+    /// Where the next read starts (a byte offset for files, an index for sequences): reopening at
+    /// this offset replays exactly the records not yet returned.
+    fn offset(&self) -> u64;
+    /// How many bad input lines were skipped (and written to a dead-letter file) so far.
+    fn bad_records(&self) -> u64 {
+        0
+    }
+}
+
+/// A reader that has nothing: the instances of a single-stream source other than instance 0.
+pub(crate) struct FinishedReader;
+
+impl<D> SourceReader<D> for FinishedReader {
+    fn read(&mut self, _out: &mut Vec<(i64, D)>, _max_records: usize) -> Result<ReadStatus> {
+        Ok(ReadStatus::Finished)
+    }
+
+    fn offset(&self) -> u64 {
+        0
+    }
+}
+
+/// Where records leave the job (Flink's `Sink`), shared by all workers.
+pub trait Sink<D>: Send + Sync + 'static {
+    /// A name for the job graph.
+    fn name(&self) -> String;
+    /// Forward: every worker writes its own records; Gather: worker 0 writes them all.
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::Forward
+    }
+    /// Opens the writer of instance `instance` of `instances`.
+    fn open(&self, instance: usize, instances: usize) -> Result<Box<dyn SinkWriter<D>>>;
+}
+
+/// One instance's writer.
+pub trait SinkWriter<D> {
+    /// Writes a batch of records.
+    fn write(&mut self, records: &[Record<D>]) -> Result<()>;
+    /// Called once, when no more records will come.
+    fn finish(&mut self) -> Result<()>;
+}

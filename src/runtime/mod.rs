@@ -1,0 +1,215 @@
+//! The runtime: runs a job on a substrate.
+//!
+//! A job is a function that builds a dataflow from an [`Env`]. The runtime gives each worker a
+//! [`WorkerContext`], builds the job inside a timely scope whose timestamps are
+//! [`Time`](crate::time::Time) = `Product<epoch, event>` (in a nested scope, because
+//! `Product<u64, i64>` does not refine `()`), and steps the worker until the dataflow is done.
+//!
+//! Which workers, and who steps them, is the *substrate*: [`Substrate::Threads`] runs timely's own
+//! threads (`timely::execute`). The simulator (`flowlab-sim`) and timely's multi-process cluster
+//! mode are further substrates. They all call [`build_job`], so the operator code is the same.
+
+mod sink;
+
+pub(crate) use sink::sink_operator;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use timely::worker::Worker;
+
+use crate::api::{Env, JobGraph};
+use crate::error::{Error, Result};
+use crate::metrics::MetricsRegistry;
+use crate::state::MAX_PARALLELISM_DEFAULT;
+use crate::time::{Clock, Epoch, SystemClock, Time};
+
+/// The first failure of a job. Sources stop reading once it is set, so the job drains and ends,
+/// and [`execute`] returns the error.
+#[derive(Clone, Debug, Default)]
+pub struct JobFailure {
+    failed: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<Error>>>,
+}
+
+impl JobFailure {
+    /// Records `error`, unless an earlier error is already recorded.
+    pub fn fail(&self, error: Error) {
+        let mut slot = self.error.lock().expect("failure slot poisoned");
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the job has failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.error.lock().expect("failure slot poisoned").take()
+    }
+}
+
+/// What every operator of one worker may use.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// This worker's index.
+    pub index: usize,
+    /// The number of workers.
+    pub peers: usize,
+    /// The only source of processing time.
+    pub clock: Arc<dyn Clock>,
+    /// Where operators report counters.
+    pub metrics: MetricsRegistry,
+    /// The job's failure flag.
+    pub failure: JobFailure,
+    /// The number of key groups (Flink's `maxParallelism`).
+    pub max_parallelism: u32,
+}
+
+/// Who runs the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Substrate {
+    /// `workers` timely worker threads in this process (`timely::execute`).
+    Threads {
+        /// Number of worker threads: the job's parallelism.
+        workers: usize,
+    },
+}
+
+/// How to run a job. Defaults: the system clock, 128 key groups.
+#[derive(Clone)]
+pub struct JobConfig {
+    /// The job's name, for the graph and reports.
+    pub name: String,
+    /// Who runs the workers.
+    pub substrate: Substrate,
+    /// The processing-time clock.
+    pub clock: Arc<dyn Clock>,
+    /// The number of key groups; must be at least the parallelism.
+    pub max_parallelism: u32,
+}
+
+impl JobConfig {
+    /// Runs `name` on `workers` threads with the system clock.
+    pub fn threads(name: &str, workers: usize) -> Self {
+        JobConfig {
+            name: name.to_string(),
+            substrate: Substrate::Threads { workers },
+            clock: Arc::new(SystemClock),
+            max_parallelism: MAX_PARALLELISM_DEFAULT,
+        }
+    }
+
+    /// Uses `clock` for processing time.
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The job's parallelism.
+    pub fn parallelism(&self) -> usize {
+        match self.substrate {
+            Substrate::Threads { workers } => workers,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let parallelism = self.parallelism();
+        if parallelism == 0 {
+            return Err(Error::Usage("parallelism must be at least 1".to_string()));
+        }
+        if parallelism > self.max_parallelism as usize {
+            return Err(Error::Usage(format!(
+                "parallelism {parallelism} exceeds the number of key groups ({})",
+                self.max_parallelism
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a finished job leaves behind.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    /// The logical job graph (worker 0's; every worker builds the same).
+    pub graph: JobGraph,
+    /// Every operator instance's counters.
+    pub metrics: MetricsRegistry,
+}
+
+/// Builds `job` into `worker` as one dataflow; every substrate calls this.
+pub fn build_job<F>(worker: &mut Worker, name: &str, context: WorkerContext, job: &F) -> JobGraph
+where
+    F: Fn(&Env<'_>) + ?Sized,
+{
+    worker.dataflow_named::<Epoch, _, _>(name, |outer| {
+        outer.scoped::<Time, _, _>(name, |scope| {
+            let env = Env::new(scope, name, context);
+            job(&env);
+            env.graph()
+        })
+    })
+}
+
+/// Runs `job` to completion and reports its graph and counters, or its first error.
+pub fn execute<F>(config: &JobConfig, job: F) -> Result<JobReport>
+where
+    F: Fn(&Env<'_>) + Send + Sync + 'static,
+{
+    config.validate()?;
+    let metrics = MetricsRegistry::default();
+    let failure = JobFailure::default();
+    let Substrate::Threads { workers } = config.substrate;
+    let (name, clock, max_parallelism) = (config.name.clone(), Arc::clone(&config.clock), config.max_parallelism);
+    let worker_metrics = metrics.clone();
+    let worker_failure = failure.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let context = WorkerContext {
+            index: worker.index(),
+            peers: worker.peers(),
+            clock: Arc::clone(&clock),
+            metrics: worker_metrics.clone(),
+            failure: worker_failure.clone(),
+            max_parallelism,
+        };
+        let graph = build_job(worker, &name, context, &job);
+        while worker.has_dataflows() {
+            worker.step_or_park(None);
+        }
+        graph
+    })
+    .map_err(Error::Runtime)?;
+    let mut graphs = Vec::new();
+    for result in guards.join() {
+        graphs.push(result.map_err(|panic| Error::Runtime(format!("a worker failed: {panic}")))?);
+    }
+    if let Some(error) = failure.take() {
+        return Err(error);
+    }
+    let graph = graphs.into_iter().next().expect("at least one worker");
+    Ok(JobReport { graph, metrics })
+}
+
+/// Builds `job` for `parallelism` workers without running it, and returns its graph: what
+/// `flowlab graph` prints. Sources open nothing until they run, so planning does no I/O.
+pub fn plan<F>(name: &str, parallelism: usize, job: F) -> JobGraph
+where
+    F: Fn(&Env<'_>),
+{
+    let allocator = timely::communication::Allocator::Thread(timely::communication::allocator::Thread::default());
+    let mut worker = Worker::new(timely::WorkerConfig::default(), allocator, None);
+    let context = WorkerContext {
+        index: 0,
+        peers: parallelism.max(1),
+        clock: Arc::new(SystemClock),
+        metrics: MetricsRegistry::default(),
+        failure: JobFailure::default(),
+        max_parallelism: MAX_PARALLELISM_DEFAULT,
+    };
+    let mut graph = build_job(&mut worker, name, context, &job);
+    graph.parallelism = parallelism;
+    graph
+}
