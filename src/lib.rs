@@ -14,6 +14,7 @@
 pub mod api;
 pub mod connectors;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod runtime;
 pub mod state;

@@ -1,1 +1,314 @@
-fn main() {}
+//! The `flowlab` command.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use flowlab::connectors::{BadLinePolicy, GeneratorConfig, generate_events};
+use flowlab::error::{Error, Result};
+use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks};
+use flowlab::metrics::MetricsRegistry;
+use flowlab::runtime::JobConfig;
+use flowlab::time::{WatermarkStrategy, format_duration_ms, format_watermark, parse_duration_ms};
+
+/// flowlab: Flink's checkpoint, state, time and window semantics on timely-dataflow.
+#[derive(Parser)]
+#[command(name = "flowlab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a generated CSV input (`key,event_time_ms,value`); the same arguments give the same bytes.
+    Gen(GenArgs),
+    /// Show how watermarks advance on each worker and which events are late.
+    Watermarks(WatermarksArgs),
+    /// Print a built-in job's graph as Graphviz DOT.
+    Graph(GraphArgs),
+}
+
+#[derive(Args, Clone)]
+struct GeneratorArgs {
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 100)]
+    keys: u64,
+    /// Number of events.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Bound on ordinary out-of-orderness, e.g. 2s.
+    #[arg(long, default_value = "2s")]
+    disorder: String,
+    /// Fraction of events that are stragglers, later than the disorder bound.
+    #[arg(long, default_value_t = 0.0)]
+    late_fraction: f64,
+    /// How much later than the bound a straggler can be, e.g. 15s.
+    #[arg(long, default_value = "15s")]
+    straggler_max: String,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// RNG seed (ChaCha8).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl GeneratorArgs {
+    fn config(&self) -> Result<GeneratorConfig> {
+        let config = GeneratorConfig {
+            keys: self.keys,
+            events: self.events,
+            events_per_second: self.rate,
+            disorder_ms: parse_duration_ms(&self.disorder)?,
+            late_fraction: self.late_fraction,
+            straggler_ms_max: parse_duration_ms(&self.straggler_max)?,
+            seed: self.seed,
+            start_ms: 0,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct GenArgs {
+    #[command(flatten)]
+    generator: GeneratorArgs,
+    /// Output file; standard output without it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct WatermarksArgs {
+    /// CSV input (`key,event_time_ms,value`, header optional). Without --input or --socket, events are generated.
+    #[arg(long, conflicts_with = "socket")]
+    input: Option<PathBuf>,
+    /// Read lines from a TCP server instead, e.g. localhost:9999 (try `nc -lk 9999`).
+    #[arg(long)]
+    socket: Option<String>,
+    /// Watermark strategy: `bounded:<duration>` or `monotonous`.
+    #[arg(long, default_value = "bounded:2s")]
+    watermark: String,
+    /// Mark a source instance idle after this long without records, e.g. 5s.
+    #[arg(long)]
+    idle: Option<String>,
+    /// Number of workers.
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
+    /// Draw event time (dots) against the watermark (line) into this SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Write the late events, as input lines, to this file.
+    #[arg(long)]
+    late_output: Option<PathBuf>,
+    /// What to do with lines that do not parse: `fail` (stop with an error) or `skip`.
+    #[arg(long, default_value = "fail")]
+    on_bad_line: String,
+    /// With --on-bad-line skip: where skipped lines are written.
+    #[arg(long, default_value = "dead-letter.csv")]
+    dead_letter: PathBuf,
+    /// Generator settings, used without --input and --socket.
+    #[command(flatten)]
+    generator: GeneratorArgs,
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// Which job: `watermarks`.
+    #[arg(long, default_value = "watermarks")]
+    job: String,
+    /// Number of workers shown in the graph.
+    #[arg(long, default_value_t = 2)]
+    parallelism: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen(args) => gen_command(&args),
+        Command::Watermarks(args) => watermarks_command(&args),
+        Command::Graph(args) => graph_command(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress_bar(length: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match length {
+        Some(length) => ProgressBar::new(length).with_style(
+            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events ({per_sec}, eta {eta})")
+                .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} events ({per_sec})").expect("valid template"),
+        ),
+    };
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn gen_command(args: &GenArgs) -> Result<()> {
+    let config = args.generator.config()?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::with_capacity(
+            1 << 16,
+            File::create(path).map_err(|e| Error::io("cannot create", path, e))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = args.output.as_ref().map(|_| progress_bar(Some(config.events), "generating"));
+    let context = args.output.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
+    for (time_ms, event) in generate_events(&config) {
+        writeln!(out, "{},{},{}", event.key, time_ms, event.value).map_err(|e| Error::io("cannot write", &context, e))?;
+        if let Some(bar) = &bar
+            && event.line % 65_536 == 0
+        {
+            bar.set_position(event.line);
+        }
+    }
+    out.flush().map_err(|e| Error::io("cannot write", &context, e))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+        eprintln!("wrote {} events to {context}", config.events);
+    }
+    Ok(())
+}
+
+fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
+    let mut strategy = WatermarkStrategy::parse(&args.watermark)?;
+    if let Some(idle) = &args.idle {
+        strategy = strategy.with_idleness(parse_duration_ms(idle)?);
+    }
+    let input = match (&args.input, &args.socket) {
+        (Some(path), _) => Input::Csv(path.clone()),
+        (None, Some(address)) => Input::Socket(address.clone()),
+        (None, None) => Input::Generated(args.generator.config()?),
+    };
+    let bad_lines = match args.on_bad_line.as_str() {
+        "fail" => BadLinePolicy::Fail,
+        "skip" => BadLinePolicy::Skip { dead_letter: args.dead_letter.clone() },
+        other => return Err(Error::Usage(format!("--on-bad-line must be `fail` or `skip`, not {other:?}"))),
+    };
+    Ok(WatermarksJob {
+        input,
+        strategy,
+        bad_lines,
+        late_output: args.late_output.clone(),
+        keep_points: args.svg.is_some(),
+    })
+}
+
+/// Runs `run` while a progress spinner shows how many records the sources have read.
+fn with_progress<T>(metrics: &MetricsRegistry, total: Option<u64>, run: impl FnOnce() -> Result<T>) -> Result<T> {
+    let bar = progress_bar(total, "reading");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                bar.set_position(metrics.total("source:", |m| m.records_out));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let result = run();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        bar.finish_and_clear();
+        result
+    })
+}
+
+fn watermarks_command(args: &WatermarksArgs) -> Result<()> {
+    let job = watermarks_job(args)?;
+    let config = JobConfig::threads("watermarks", args.parallelism);
+    let total = match &job.input {
+        Input::Generated(generator) => Some(generator.events),
+        _ => None,
+    };
+    let outcome = with_progress(&config.metrics, total, || run_watermarks(&job, &config))?;
+    print_watermarks(args, &job, &outcome);
+    if let Some(path) = &args.svg {
+        let title = format!("watermark {} over {} events", job.strategy, outcome.points.len());
+        let svg = flowlab::viz::watermark_svg(&title, &outcome.points);
+        std::fs::write(path, svg).map_err(|e| Error::io("cannot write", path, e))?;
+        println!("picture: {} (dots: events, red: late, blue line: watermark)", path.display());
+    }
+    Ok(())
+}
+
+fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &WatermarksOutcome) {
+    let late = outcome.late.len() as u64;
+    let total = late + outcome.on_time_total();
+    println!("watermark strategy: {}", job.strategy);
+    println!("events: {total} read, {} on time, {late} late", outcome.on_time_total());
+    for worker in 0..args.parallelism {
+        let steps = outcome.trace.steps_of(worker);
+        let records: u64 = steps.last().map_or(0, |s| s.records_seen);
+        let last_finite = steps.iter().rev().find(|s| s.watermark_ms != i64::MAX).map_or(i64::MIN, |s| s.watermark_ms);
+        println!(
+            "worker {worker}: {records} records, watermark advanced {} times, last before end of input {}, then {}",
+            steps.len().saturating_sub(1),
+            format_watermark(last_finite),
+            format_watermark(steps.last().map_or(i64::MIN, |s| s.watermark_ms)),
+        );
+        let stride = steps.len().div_ceil(6).max(1);
+        let samples: Vec<String> = steps
+            .iter()
+            .step_by(stride)
+            .map(|s| format!("{}@{}", format_watermark(s.watermark_ms), s.records_seen))
+            .collect();
+        println!("  samples (watermark@records seen): {}", samples.join("  "));
+    }
+    let destination = match &args.late_output {
+        Some(path) => format!("the late side output, written to {}", path.display()),
+        None => "the late side output (counted; --late-output FILE writes them)".to_string(),
+    };
+    println!(
+        "late events: {late} of {total} ({:.3}%) went to {destination}",
+        if total == 0 { 0.0 } else { late as f64 * 100.0 / total as f64 }
+    );
+    for record in outcome.late.iter().take(5) {
+        println!(
+            "  line {}: {},{},{} arrived behind watermark {} ({} late)",
+            record.value.line,
+            record.value.key,
+            record.time_ms,
+            record.value.value,
+            record.watermark_ms,
+            format_duration_ms(record.watermark_ms - record.time_ms + 1)
+        );
+    }
+    let bad = outcome.report.metrics.total("source:", |m| m.records_bad);
+    if bad > 0 {
+        println!("bad lines: {bad} skipped, written to {}", args.dead_letter.display());
+    }
+    println!();
+    print!("{}", outcome.report.metrics.render());
+}
+
+fn graph_command(args: &GraphArgs) -> Result<()> {
+    match args.job.as_str() {
+        "watermarks" => {
+            let job = WatermarksJob {
+                input: Input::Csv(PathBuf::from("events.csv")),
+                strategy: WatermarkStrategy::bounded(2_000),
+                bad_lines: BadLinePolicy::Fail,
+                late_output: Some(PathBuf::from("late.csv")),
+                keep_points: false,
+            };
+            print!("{}", plan_watermarks(&job, args.parallelism).to_dot());
+            Ok(())
+        }
+        other => Err(Error::Usage(format!("unknown job {other:?}; built-in jobs: watermarks"))),
+    }
+}

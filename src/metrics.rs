@@ -102,32 +102,46 @@ impl MetricsRegistry {
         Arc::clone(instances.entry(id).or_default())
     }
 
+    /// Renames every instance of `node` (after Flink-style `.name(…)`).
+    pub fn rename(&self, node: usize, name: &str) {
+        let mut instances = self.instances.lock().expect("metrics registry poisoned");
+        let renamed: Vec<InstanceId> = instances.keys().filter(|id| id.node == node).cloned().collect();
+        for id in renamed {
+            let metrics = instances.remove(&id).expect("listed above");
+            instances.insert(InstanceId { name: name.to_string(), ..id }, metrics);
+        }
+    }
+
     /// Every instance's counters, in `(node, worker)` order.
     pub fn snapshot(&self) -> Vec<(InstanceId, MetricsSnapshot)> {
         let instances = self.instances.lock().expect("metrics registry poisoned");
         instances.iter().map(|(id, metrics)| (id.clone(), metrics.snapshot())).collect()
     }
 
-    /// Sums one counter over every instance whose node name is `name`.
-    pub fn total(&self, name: &str, counter: impl Fn(&MetricsSnapshot) -> u64) -> u64 {
-        self.snapshot().iter().filter(|(id, _)| id.name == name).map(|(_, m)| counter(m)).sum()
+    /// Sums one counter over every instance whose node name starts with `prefix`.
+    pub fn total(&self, prefix: &str, counter: impl Fn(&MetricsSnapshot) -> u64) -> u64 {
+        self.snapshot().iter().filter(|(id, _)| id.name.starts_with(prefix)).map(|(_, m)| counter(m)).sum()
     }
 
     /// A table for people: one line per operator instance.
     pub fn render(&self) -> String {
-        let mut out = String::from("operator                      worker    records_in   records_out  late   bad  watermark\n");
-        for (id, m) in self.snapshot() {
-            let watermark = crate::time::format_watermark(m.watermark_ms);
+        let rows = self.snapshot();
+        let labels: Vec<String> = rows.iter().map(|(id, _)| format!("{}#{}", id.name, id.node)).collect();
+        let width = labels.iter().map(String::len).max().unwrap_or(0).max("operator".len());
+        let mut out = format!(
+            "{:<width$} {:>6} {:>12} {:>12} {:>8} {:>6}  watermark\n",
+            "operator", "worker", "records_in", "records_out", "late", "bad"
+        );
+        for ((id, m), label) in rows.iter().zip(labels) {
             let _ = writeln!(
                 out,
-                "{:<29} {:>6} {:>13} {:>13} {:>5} {:>5}  {}",
-                format!("{}#{}", id.name, id.node),
+                "{label:<width$} {:>6} {:>12} {:>12} {:>8} {:>6}  {}",
                 id.worker,
                 m.records_in,
                 m.records_out,
                 m.records_late,
                 m.records_bad,
-                watermark
+                crate::time::format_watermark(m.watermark_ms)
             );
         }
         out

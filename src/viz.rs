@@ -1,1 +1,148 @@
-pub fn placeholder() {}
+//! Pictures for people: SVG drawings of what a job did.
+//!
+//! [`watermark_svg`] draws event time against input position: one dot per event (grey on time,
+//! red late) and the watermark as a blue step line. An event is late exactly when its dot lies on
+//! or below the line — which is the picture that makes watermarks click.
+
+use std::fmt::Write as _;
+
+use crate::time::WATERMARK_MIN;
+
+/// One event as the watermark picture shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatermarkPoint {
+    /// Position in the input (line number, or arrival index).
+    pub position: u64,
+    /// The event's time.
+    pub time_ms: i64,
+    /// The watermark the event arrived behind.
+    pub watermark_ms: i64,
+    /// Whether the event was late (`time_ms <= watermark_ms`).
+    pub late: bool,
+}
+
+/// How many on-time dots and watermark vertices a picture draws at most; late events are all
+/// drawn (up to the same bound), since they are what the picture is for.
+pub const SVG_POINTS_MAX: usize = 4_000;
+
+const WIDTH: f64 = 960.0;
+const HEIGHT: f64 = 540.0;
+const MARGIN_LEFT: f64 = 90.0;
+const MARGIN_RIGHT: f64 = 20.0;
+const MARGIN_TOP: f64 = 40.0;
+const MARGIN_BOTTOM: f64 = 50.0;
+
+/// Draws `points` (in input order) as an SVG document titled `title`.
+pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#, escape(title));
+    if points.is_empty() {
+        let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="{}">no events</text></svg>"#, HEIGHT / 2.0);
+        return svg;
+    }
+
+    let (x_min, x_max) = (points[0].position, points[points.len() - 1].position.max(points[0].position + 1));
+    let watermarks = points.iter().map(|p| p.watermark_ms).filter(|&w| w != WATERMARK_MIN);
+    let y_min = points.iter().map(|p| p.time_ms).chain(watermarks.clone()).min().unwrap_or(0);
+    let y_max = points.iter().map(|p| p.time_ms).chain(watermarks).max().unwrap_or(1).max(y_min + 1);
+    let plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
+    let plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
+    let x = |position: u64| MARGIN_LEFT + (position - x_min) as f64 / (x_max - x_min) as f64 * plot_w;
+    let y = |time_ms: i64| MARGIN_TOP + plot_h - (time_ms - y_min) as f64 / (y_max - y_min) as f64 * plot_h;
+
+    // Axes, with ticks at the ends and the middle.
+    let (bottom, right) = (MARGIN_TOP + plot_h, MARGIN_LEFT + plot_w);
+    let _ = writeln!(
+        svg,
+        r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##
+    );
+    for fraction in [0.0, 0.5, 1.0] {
+        let position = x_min + ((x_max - x_min) as f64 * fraction) as u64;
+        let time_ms = y_min + ((y_max - y_min) as f64 * fraction) as i64;
+        let _ = writeln!(svg, r#"<text x="{:.1}" y="{}" text-anchor="middle">{position}</text>"#, x(position), bottom + 18.0);
+        let _ = writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{time_ms}</text>"#, MARGIN_LEFT - 6.0, y(time_ms) + 4.0);
+    }
+    let _ = writeln!(svg, r#"<text x="{:.1}" y="{}" text-anchor="middle">input position</text>"#, MARGIN_LEFT + plot_w / 2.0, HEIGHT - 10.0);
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">event time (ms)</text>"#,
+        MARGIN_TOP + plot_h / 2.0
+    );
+
+    let stride = points.len().div_ceil(SVG_POINTS_MAX).max(1);
+    let _ = writeln!(svg, r##"<g fill="#9a9a9a" fill-opacity="0.55">"##);
+    for point in points.iter().step_by(stride).filter(|p| !p.late) {
+        let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="1.6"/>"#, x(point.position), y(point.time_ms));
+    }
+    let _ = writeln!(svg, "</g>");
+
+    let mut line = String::new();
+    for point in points.iter().step_by(stride).chain(points.last()) {
+        if point.watermark_ms == WATERMARK_MIN {
+            continue;
+        }
+        let command = if line.is_empty() { 'M' } else { 'H' };
+        let _ = write!(line, "{command}{:.1} ", x(point.position));
+        if command == 'M' {
+            let _ = write!(line, "{:.1} ", y(point.watermark_ms));
+        } else {
+            let _ = write!(line, "V{:.1} ", y(point.watermark_ms));
+        }
+    }
+    if !line.is_empty() {
+        let _ = writeln!(svg, r##"<path d="{}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>"##, line.trim_end());
+    }
+
+    let late: Vec<&WatermarkPoint> = points.iter().filter(|p| p.late).take(SVG_POINTS_MAX).collect();
+    let _ = writeln!(svg, r##"<g fill="#d62728">"##);
+    for point in &late {
+        let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="2.6"/>"#, x(point.position), y(point.time_ms));
+    }
+    let _ = writeln!(svg, "</g>");
+
+    let legend_x = right - 260.0;
+    let _ = writeln!(
+        svg,
+        r##"<g><circle cx="{legend_x}" cy="{MARGIN_TOP}" r="3" fill="#9a9a9a"/><text x="{}" y="{}">event on time</text><circle cx="{}" cy="{MARGIN_TOP}" r="3" fill="#d62728"/><text x="{}" y="{}">late event ({})</text><path d="M{legend_x} {} h20" stroke="#1f5fbf" stroke-width="1.5"/><text x="{}" y="{}">watermark</text></g>"##,
+        legend_x + 8.0,
+        MARGIN_TOP + 4.0,
+        legend_x + 100.0,
+        legend_x + 108.0,
+        MARGIN_TOP + 4.0,
+        points.iter().filter(|p| p.late).count(),
+        MARGIN_TOP + 16.0,
+        legend_x + 28.0,
+        MARGIN_TOP + 20.0
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_events_are_drawn_red_and_the_watermark_as_a_line() {
+        let points = [
+            WatermarkPoint { position: 1, time_ms: 1_000, watermark_ms: WATERMARK_MIN, late: false },
+            WatermarkPoint { position: 2, time_ms: 5_000, watermark_ms: 999, late: false },
+            WatermarkPoint { position: 3, time_ms: 500, watermark_ms: 4_999, late: true },
+        ];
+        let svg = watermark_svg("test <run>", &points);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("test &lt;run&gt;"));
+        assert_eq!(svg.matches(r#"r="2.6""#).count(), 1, "one late dot");
+        assert!(svg.contains("late event (1)"));
+        assert!(svg.contains(r##"stroke="#1f5fbf" stroke-width="1.5"/>"##));
+    }
+}

@@ -110,7 +110,7 @@ impl JobGraph {
                 dot,
                 "  n{} [label={:?}{shape}];",
                 node.index(),
-                format!("{}\\n{:?}", operator.name, operator.kind)
+                format!("{}\n{:?}", operator.name, operator.kind)
             );
         }
         for edge in self.graph.edge_references() {

@@ -52,9 +52,10 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
         let metrics = env.metrics(node, "reduce");
         let exchange = self.exchange();
         let key = Rc::clone(&self.key);
-        let stream = self.stream.stream.clone().unary(exchange, "reduce", move |_, _| {
+        let stream = self.stream.stream.clone().unary_frontier(exchange, "reduce", move |_, _| {
             let mut state: BTreeMap<K, D> = BTreeMap::new();
-            move |input, output| {
+            move |(input, frontier), output| {
+                metrics.set_watermark(crate::time::frontier_watermark(frontier.frontier()));
                 input.for_each(|time, data: &mut Vec<Record<D>>| {
                     OperatorMetrics::add(&metrics.records_in, data.len());
                     OperatorMetrics::add(&metrics.records_out, data.len());

@@ -119,6 +119,7 @@ impl<'scope> Env<'scope> {
 
     pub(crate) fn rename_node(&self, node: NodeIndex, name: &str) {
         self.shared.graph.borrow_mut().rename(node, name);
+        self.shared.context.metrics.rename(node.index(), name);
     }
 
     pub(crate) fn metrics(&self, node: NodeIndex, name: &str) -> Arc<OperatorMetrics> {

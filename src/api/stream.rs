@@ -109,7 +109,8 @@ impl<'scope, D: Data> Stream<'scope, D> {
         let mut on_time_output = OutputBuilder::from(on_time_output);
         let mut late_output = OutputBuilder::from(late_output);
         builder.build(move |_capabilities| {
-            move |_frontiers| {
+            move |frontiers| {
+                metrics.set_watermark(crate::time::frontier_watermark(frontiers[0].frontier()));
                 let mut on_time = on_time_output.activate();
                 let mut late = late_output.activate();
                 input.for_each(|time, data: &mut Vec<Record<D>>| {

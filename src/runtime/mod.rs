@@ -79,7 +79,7 @@ pub enum Substrate {
     },
 }
 
-/// How to run a job. Defaults: the system clock, 128 key groups.
+/// How to run a job. Defaults: the system clock, 128 key groups, a fresh metrics registry.
 #[derive(Clone)]
 pub struct JobConfig {
     /// The job's name, for the graph and reports.
@@ -90,6 +90,8 @@ pub struct JobConfig {
     pub clock: Arc<dyn Clock>,
     /// The number of key groups; must be at least the parallelism.
     pub max_parallelism: u32,
+    /// Where operators report counters; clone it before the run to watch the job live.
+    pub metrics: MetricsRegistry,
 }
 
 impl JobConfig {
@@ -100,6 +102,7 @@ impl JobConfig {
             substrate: Substrate::Threads { workers },
             clock: Arc::new(SystemClock),
             max_parallelism: MAX_PARALLELISM_DEFAULT,
+            metrics: MetricsRegistry::default(),
         }
     }
 
@@ -160,7 +163,7 @@ where
     F: Fn(&Env<'_>) + Send + Sync + 'static,
 {
     config.validate()?;
-    let metrics = MetricsRegistry::default();
+    let metrics = config.metrics.clone();
     let failure = JobFailure::default();
     let Substrate::Threads { workers } = config.substrate;
     let (name, clock, max_parallelism) = (config.name.clone(), Arc::clone(&config.clock), config.max_parallelism);

@@ -54,6 +54,7 @@ pub(crate) fn sink_operator<D, P, S>(
             }
             data.clear();
         });
+        metrics.set_watermark(crate::time::frontier_watermark(frontier.frontier()));
         if result.is_ok() && frontier.is_empty() {
             finished = true;
             result = writer.finish();

@@ -1,0 +1,3 @@
+//! The jobs the `flowlab` command runs, written against the public API like any user's job.
+
+pub mod watermarks;
