@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use flowlab::connectors::{BadLinePolicy, GeneratorConfig, generate_events};
 use flowlab::error::{Error, Result};
-use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks};
+use flowlab::jobs::watermarks::{
+    Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks,
+};
 use flowlab::metrics::MetricsRegistry;
 use flowlab::runtime::JobConfig;
 use flowlab::time::{WatermarkStrategy, format_duration_ms, format_watermark, parse_duration_ms};
@@ -148,11 +150,14 @@ fn main() -> ExitCode {
 fn progress_bar(length: Option<u64>, what: &str) -> ProgressBar {
     let bar = match length {
         Some(length) => ProgressBar::new(length).with_style(
-            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events ({per_sec}, eta {eta})")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{msg} {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} {pos} events ({per_sec})").expect("valid template"),
+            ProgressStyle::with_template("{spinner} {msg} {pos} events ({per_sec})")
+                .expect("valid template"),
         ),
     };
     bar.set_message(what.to_string());
@@ -168,17 +173,25 @@ fn gen_command(args: &GenArgs) -> Result<()> {
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let bar = args.output.as_ref().map(|_| progress_bar(Some(config.events), "generating"));
-    let context = args.output.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
+    let bar = args
+        .output
+        .as_ref()
+        .map(|_| progress_bar(Some(config.events), "generating"));
+    let context = args
+        .output
+        .as_ref()
+        .map_or("stdout".to_string(), |p| p.display().to_string());
     for (time_ms, event) in generate_events(&config) {
-        writeln!(out, "{},{},{}", event.key, time_ms, event.value).map_err(|e| Error::io("cannot write", &context, e))?;
+        writeln!(out, "{},{},{}", event.key, time_ms, event.value)
+            .map_err(|e| Error::io("cannot write", &context, e))?;
         if let Some(bar) = &bar
             && event.line % 65_536 == 0
         {
             bar.set_position(event.line);
         }
     }
-    out.flush().map_err(|e| Error::io("cannot write", &context, e))?;
+    out.flush()
+        .map_err(|e| Error::io("cannot write", &context, e))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
         eprintln!("wrote {} events to {context}", config.events);
@@ -198,8 +211,14 @@ fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
     };
     let bad_lines = match args.on_bad_line.as_str() {
         "fail" => BadLinePolicy::Fail,
-        "skip" => BadLinePolicy::Skip { dead_letter: args.dead_letter.clone() },
-        other => return Err(Error::Usage(format!("--on-bad-line must be `fail` or `skip`, not {other:?}"))),
+        "skip" => BadLinePolicy::Skip {
+            dead_letter: args.dead_letter.clone(),
+        },
+        other => {
+            return Err(Error::Usage(format!(
+                "--on-bad-line must be `fail` or `skip`, not {other:?}"
+            )));
+        }
     };
     Ok(WatermarksJob {
         input,
@@ -211,7 +230,11 @@ fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
 }
 
 /// Runs `run` while a progress spinner shows how many records the sources have read.
-fn with_progress<T>(metrics: &MetricsRegistry, total: Option<u64>, run: impl FnOnce() -> Result<T>) -> Result<T> {
+fn with_progress<T>(
+    metrics: &MetricsRegistry,
+    total: Option<u64>,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let bar = progress_bar(total, "reading");
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -238,10 +261,17 @@ fn watermarks_command(args: &WatermarksArgs) -> Result<()> {
     let outcome = with_progress(&config.metrics, total, || run_watermarks(&job, &config))?;
     print_watermarks(args, &job, &outcome);
     if let Some(path) = &args.svg {
-        let title = format!("watermark {} over {} events", job.strategy, outcome.points.len());
+        let title = format!(
+            "watermark {} over {} events",
+            job.strategy,
+            outcome.points.len()
+        );
         let svg = flowlab::viz::watermark_svg(&title, &outcome.points);
         std::fs::write(path, svg).map_err(|e| Error::io("cannot write", path, e))?;
-        println!("picture: {} (dots: events, red: late, blue line: watermark)", path.display());
+        println!(
+            "picture: {} (dots: events, red: late, blue line: watermark)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -250,11 +280,18 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
     let late = outcome.late.len() as u64;
     let total = late + outcome.on_time_total();
     println!("watermark strategy: {}", job.strategy);
-    println!("events: {total} read, {} on time, {late} late", outcome.on_time_total());
+    println!(
+        "events: {total} read, {} on time, {late} late",
+        outcome.on_time_total()
+    );
     for worker in 0..args.parallelism {
         let steps = outcome.trace.steps_of(worker);
         let records: u64 = steps.last().map_or(0, |s| s.records_seen);
-        let last_finite = steps.iter().rev().find(|s| s.watermark_ms != i64::MAX).map_or(i64::MIN, |s| s.watermark_ms);
+        let last_finite = steps
+            .iter()
+            .rev()
+            .find(|s| s.watermark_ms != i64::MAX)
+            .map_or(i64::MIN, |s| s.watermark_ms);
         println!(
             "worker {worker}: {records} records, watermark advanced {} times, last before end of input {}, then {}",
             steps.len().saturating_sub(1),
@@ -275,7 +312,11 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
     };
     println!(
         "late events: {late} of {total} ({:.3}%) went to {destination}",
-        if total == 0 { 0.0 } else { late as f64 * 100.0 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            late as f64 * 100.0 / total as f64
+        }
     );
     for record in outcome.late.iter().take(5) {
         println!(
@@ -290,7 +331,10 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
     }
     let bad = outcome.report.metrics.total("source:", |m| m.records_bad);
     if bad > 0 {
-        println!("bad lines: {bad} skipped, written to {}", args.dead_letter.display());
+        println!(
+            "bad lines: {bad} skipped, written to {}",
+            args.dead_letter.display()
+        );
     }
     println!();
     print!("{}", outcome.report.metrics.render());
@@ -309,6 +353,8 @@ fn graph_command(args: &GraphArgs) -> Result<()> {
             print!("{}", plan_watermarks(&job, args.parallelism).to_dot());
             Ok(())
         }
-        other => Err(Error::Usage(format!("unknown job {other:?}; built-in jobs: watermarks"))),
+        other => Err(Error::Usage(format!(
+            "unknown job {other:?}; built-in jobs: watermarks"
+        ))),
     }
 }

@@ -70,7 +70,10 @@ impl<'scope> Env<'scope> {
     /// Wraps a timely scope; the runtime calls this once per worker.
     pub(crate) fn new(scope: Scope<'scope, Time>, job_name: &str, context: WorkerContext) -> Self {
         let graph = RefCell::new(JobGraph::new(job_name, context.peers));
-        Env { scope, shared: Rc::new(Shared { graph, context }) }
+        Env {
+            scope,
+            shared: Rc::new(Shared { graph, context }),
+        }
     }
 
     /// This worker's index, in `0..peers()`.
@@ -94,7 +97,11 @@ impl<'scope> Env<'scope> {
     }
 
     /// Reads `source`, assigning watermarks with `strategy` (Flink's `fromSource`).
-    pub fn source<D: Data>(&self, source: impl Source<D>, strategy: WatermarkStrategy) -> Stream<'scope, D> {
+    pub fn source<D: Data>(
+        &self,
+        source: impl Source<D>,
+        strategy: WatermarkStrategy,
+    ) -> Stream<'scope, D> {
         let name = format!("source: {} [{strategy}]", source.name());
         let node = self.add_node(&name, OperatorKind::Source, &[]);
         let metrics = self.metrics(node, &name);
@@ -113,7 +120,12 @@ impl<'scope> Env<'scope> {
         self.scope
     }
 
-    pub(crate) fn add_node(&self, name: &str, kind: OperatorKind, inputs: &[(NodeIndex, Partitioning)]) -> NodeIndex {
+    pub(crate) fn add_node(
+        &self,
+        name: &str,
+        kind: OperatorKind,
+        inputs: &[(NodeIndex, Partitioning)],
+    ) -> NodeIndex {
         self.shared.graph.borrow_mut().add(name, kind, inputs)
     }
 
@@ -123,6 +135,9 @@ impl<'scope> Env<'scope> {
     }
 
     pub(crate) fn metrics(&self, node: NodeIndex, name: &str) -> Arc<OperatorMetrics> {
-        self.shared.context.metrics.register(node.index(), name, self.index())
+        self.shared
+            .context
+            .metrics
+            .register(node.index(), name, self.index())
     }
 }

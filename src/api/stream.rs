@@ -7,8 +7,8 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::{Concat, Filter, Map};
 use timely::dataflow::operators::generic::Operator as _;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::{Data, Env, Key, KeyedStream, OperatorKind, Partitioning};
 use crate::connectors::Sink;
@@ -24,18 +24,37 @@ pub struct Stream<'scope, D> {
 
 impl<D: Data> Clone for Stream<'_, D> {
     fn clone(&self) -> Self {
-        Stream { env: self.env.clone(), stream: self.stream.clone(), node: self.node }
+        Stream {
+            env: self.env.clone(),
+            stream: self.stream.clone(),
+            node: self.node,
+        }
     }
 }
 
 impl<'scope, D: Data> Stream<'scope, D> {
-    pub(crate) fn new(env: Env<'scope>, stream: StreamVec<'scope, Time, Record<D>>, node: NodeIndex) -> Self {
+    pub(crate) fn new(
+        env: Env<'scope>,
+        stream: StreamVec<'scope, Time, Record<D>>,
+        node: NodeIndex,
+    ) -> Self {
         Stream { env, stream, node }
     }
 
-    fn then<E>(&self, stream: StreamVec<'scope, Time, Record<E>>, name: &str, kind: OperatorKind) -> Stream<'scope, E> {
-        let node = self.env.add_node(name, kind, &[(self.node, Partitioning::Forward)]);
-        Stream { env: self.env.clone(), stream, node }
+    fn then<E>(
+        &self,
+        stream: StreamVec<'scope, Time, Record<E>>,
+        name: &str,
+        kind: OperatorKind,
+    ) -> Stream<'scope, E> {
+        let node = self
+            .env
+            .add_node(name, kind, &[(self.node, Partitioning::Forward)]);
+        Stream {
+            env: self.env.clone(),
+            stream,
+            node,
+        }
     }
 
     /// The job-graph node that produces this stream.
@@ -66,15 +85,25 @@ impl<'scope, D: Data> Stream<'scope, D> {
 
     /// Keeps the values for which `predicate` holds.
     pub fn filter(self, predicate: impl Fn(&D) -> bool + 'static) -> Stream<'scope, D> {
-        let stream = self.stream.clone().filter(move |record: &Record<D>| predicate(&record.value));
+        let stream = self
+            .stream
+            .clone()
+            .filter(move |record: &Record<D>| predicate(&record.value));
         self.then(stream, "filter", OperatorKind::Filter)
     }
 
     /// Replaces every value with any number of values, all at the same event time.
-    pub fn flat_map<E: Data, I: IntoIterator<Item = E>>(self, logic: impl Fn(D) -> I + 'static) -> Stream<'scope, E> {
+    pub fn flat_map<E: Data, I: IntoIterator<Item = E>>(
+        self,
+        logic: impl Fn(D) -> I + 'static,
+    ) -> Stream<'scope, E> {
         let stream = self.stream.clone().flat_map(move |record: Record<D>| {
             let (time_ms, watermark_ms) = (record.time_ms, record.watermark_ms);
-            logic(record.value).into_iter().map(move |value| Record { time_ms, watermark_ms, value })
+            logic(record.value).into_iter().map(move |value| Record {
+                time_ms,
+                watermark_ms,
+                value,
+            })
         });
         self.then(stream, "flat_map", OperatorKind::FlatMap)
     }
@@ -85,9 +114,16 @@ impl<'scope, D: Data> Stream<'scope, D> {
         let node = self.env.add_node(
             "union",
             OperatorKind::Union,
-            &[(self.node, Partitioning::Forward), (other.node, Partitioning::Forward)],
+            &[
+                (self.node, Partitioning::Forward),
+                (other.node, Partitioning::Forward),
+            ],
         );
-        Stream { env: self.env.clone(), stream, node }
+        Stream {
+            env: self.env.clone(),
+            stream,
+            node,
+        }
     }
 
     /// Partitions the stream by `key`: each key's records go to the worker that owns its key group
@@ -100,7 +136,11 @@ impl<'scope, D: Data> Stream<'scope, D> {
     /// behind (Flink's definition) — onto a second stream, and counts them. Nothing is dropped:
     /// returns `(on_time, late)`.
     pub fn split_late(self) -> (Stream<'scope, D>, Stream<'scope, D>) {
-        let node = self.env.add_node("split late", OperatorKind::LateSplit, &[(self.node, Partitioning::Forward)]);
+        let node = self.env.add_node(
+            "split late",
+            OperatorKind::LateSplit,
+            &[(self.node, Partitioning::Forward)],
+        );
         let metrics = self.env.metrics(node, "split late");
         let mut builder = OperatorBuilder::new("split late".to_string(), self.env.scope());
         let mut input = builder.new_input(self.stream.clone(), Pipeline);
@@ -132,54 +172,85 @@ impl<'scope, D: Data> Stream<'scope, D> {
                 });
             }
         });
-        let late_node = self.env.add_node("late records", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))]);
+        let late_node = self.env.add_node(
+            "late records",
+            OperatorKind::Inspect,
+            &[(node, Partitioning::SideOutput("late"))],
+        );
         (
-            Stream { env: self.env.clone(), stream: on_time_stream, node },
-            Stream { env: self.env.clone(), stream: late_stream, node: late_node },
+            Stream {
+                env: self.env.clone(),
+                stream: on_time_stream,
+                node,
+            },
+            Stream {
+                env: self.env.clone(),
+                stream: late_stream,
+                node: late_node,
+            },
         )
     }
 
     /// Passes every record through unchanged and records, on this worker, each advance of the
     /// operator's watermark together with how many records it had seen by then.
     pub fn trace_watermarks(self, trace: &crate::time::WatermarkTrace) -> Stream<'scope, D> {
-        let node = self.env.add_node("trace watermarks", OperatorKind::Inspect, &[(self.node, Partitioning::Forward)]);
+        let node = self.env.add_node(
+            "trace watermarks",
+            OperatorKind::Inspect,
+            &[(self.node, Partitioning::Forward)],
+        );
         let metrics = self.env.metrics(node, "trace watermarks");
         let trace = trace.clone();
         let worker = self.env.index();
-        let stream = self.stream.clone().unary_frontier(Pipeline, "trace watermarks", move |_, _| {
-            let mut seen: u64 = 0;
-            let mut last = None;
-            move |(input, frontier), output| {
-                input.for_each(|time, data: &mut Vec<Record<D>>| {
-                    seen += data.len() as u64;
-                    OperatorMetrics::add(&metrics.records_in, data.len());
-                    OperatorMetrics::add(&metrics.records_out, data.len());
-                    output.session(&time).give_container(data);
+        let stream =
+            self.stream
+                .clone()
+                .unary_frontier(Pipeline, "trace watermarks", move |_, _| {
+                    let mut seen: u64 = 0;
+                    let mut last = None;
+                    move |(input, frontier), output| {
+                        input.for_each(|time, data: &mut Vec<Record<D>>| {
+                            seen += data.len() as u64;
+                            OperatorMetrics::add(&metrics.records_in, data.len());
+                            OperatorMetrics::add(&metrics.records_out, data.len());
+                            output.session(&time).give_container(data);
+                        });
+                        let watermark_ms = crate::time::frontier_watermark(frontier.frontier());
+                        if last != Some(watermark_ms) {
+                            last = Some(watermark_ms);
+                            metrics.set_watermark(watermark_ms);
+                            trace.push(worker, seen, watermark_ms);
+                        }
+                    }
                 });
-                let watermark_ms = crate::time::frontier_watermark(frontier.frontier());
-                if last != Some(watermark_ms) {
-                    last = Some(watermark_ms);
-                    metrics.set_watermark(watermark_ms);
-                    trace.push(worker, seen, watermark_ms);
-                }
-            }
-        });
-        Stream { env: self.env.clone(), stream, node }
+        Stream {
+            env: self.env.clone(),
+            stream,
+            node,
+        }
     }
 
     /// Writes every record to `sink` (Flink's `sinkTo`).
     pub fn sink(self, sink: impl Sink<D>) {
         let name = format!("sink: {}", sink.name());
         let partitioning = sink.partitioning();
-        let node = self.env.add_node(&name, OperatorKind::Sink, &[(self.node, partitioning)]);
+        let node = self
+            .env
+            .add_node(&name, OperatorKind::Sink, &[(self.node, partitioning)]);
         let metrics = self.env.metrics(node, &name);
         let context = self.env.context().clone();
         match partitioning {
-            Partitioning::Gather => {
-                crate::runtime::sink_operator(self.stream, Exchange::new(|_: &Record<D>| 0), &name, sink, context, metrics)
+            Partitioning::Gather => crate::runtime::sink_operator(
+                self.stream,
+                Exchange::new(|_: &Record<D>| 0),
+                &name,
+                sink,
+                context,
+                metrics,
+            ),
+            _ => {
+                crate::runtime::sink_operator(self.stream, Pipeline, &name, sink, context, metrics)
             }
-            _ => crate::runtime::sink_operator(self.stream, Pipeline, &name, sink, context, metrics),
         }
     }
 }
-

@@ -45,7 +45,10 @@ pub struct Event {
 impl Event {
     /// Writes the record back as an input line, `key,event_time_ms,value`.
     pub fn to_csv_line(record: &Record<Event>) -> String {
-        format!("{},{},{}", record.value.key, record.time_ms, record.value.value)
+        format!(
+            "{},{},{}",
+            record.value.key, record.time_ms, record.value.value
+        )
     }
 }
 

@@ -20,7 +20,9 @@ pub struct SocketSource {
 impl SocketSource {
     /// A source reading from `address` (`host:port`).
     pub fn new(address: &str) -> Self {
-        SocketSource { address: address.to_string() }
+        SocketSource {
+            address: address.to_string(),
+        }
     }
 }
 
@@ -34,9 +36,19 @@ impl Source<Event> for SocketSource {
             return Ok(Box::new(FinishedReader));
         }
         let context = format!("socket {}", self.address);
-        let stream = TcpStream::connect(&self.address).map_err(|e| Error::io("cannot connect to", &self.address, e))?;
-        stream.set_nonblocking(true).map_err(|e| Error::io("cannot configure", &self.address, e))?;
-        Ok(Box::new(SocketReader { context, stream, pending: Vec::new(), line: 0, offset: 0, closed: false }))
+        let stream = TcpStream::connect(&self.address)
+            .map_err(|e| Error::io("cannot connect to", &self.address, e))?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("cannot configure", &self.address, e))?;
+        Ok(Box::new(SocketReader {
+            context,
+            stream,
+            pending: Vec::new(),
+            line: 0,
+            offset: 0,
+            closed: false,
+        }))
     }
 }
 
@@ -54,7 +66,9 @@ impl SocketReader {
         let mut produced = 0;
         let mut consumed = 0;
         while produced < max_records {
-            let Some(newline) = self.pending[consumed..].iter().position(|&b| b == b'\n') else { break };
+            let Some(newline) = self.pending[consumed..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
             let raw = &self.pending[consumed..consumed + newline];
             consumed += newline + 1;
             self.line += 1;
@@ -70,7 +84,13 @@ impl SocketReader {
                     produced += 1;
                 }
                 Ok(None) => {}
-                Err(reason) => return Err(Error::BadLine { file: self.context.clone(), line: self.line, reason }),
+                Err(reason) => {
+                    return Err(Error::BadLine {
+                        file: self.context.clone(),
+                        line: self.line,
+                        reason,
+                    });
+                }
             }
         }
         self.pending.drain(..consumed);

@@ -66,7 +66,11 @@ pub struct Record<D> {
 impl<D> Record<D> {
     /// A record with event time `time_ms` judged against watermark `watermark_ms`.
     pub fn new(time_ms: i64, watermark_ms: i64, value: D) -> Self {
-        Record { time_ms, watermark_ms, value }
+        Record {
+            time_ms,
+            watermark_ms,
+            value,
+        }
     }
 
     /// Flink's definition of a late element for a process function: its timestamp is not after
@@ -77,7 +81,11 @@ impl<D> Record<D> {
 
     /// The same time and stamp with another value.
     pub fn with_value<E>(&self, value: E) -> Record<E> {
-        Record { time_ms: self.time_ms, watermark_ms: self.watermark_ms, value }
+        Record {
+            time_ms: self.time_ms,
+            watermark_ms: self.watermark_ms,
+            value,
+        }
     }
 }
 
@@ -108,11 +116,18 @@ pub fn format_watermark(watermark_ms: i64) -> String {
 /// Parses a duration written `500ms`, `10s`, `2m` or `1h` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, Error> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let bad = |why: &str| Error::Duration { text: text.to_string(), reason: why.to_string() };
+    let bad = |why: &str| Error::Duration {
+        text: text.to_string(),
+        reason: why.to_string(),
+    };
     if digits.is_empty() {
-        return Err(bad("it must start with a whole number, as in 500ms, 10s, 2m or 1h"));
+        return Err(bad(
+            "it must start with a whole number, as in 500ms, 10s, 2m or 1h",
+        ));
     }
     let amount: i64 = digits.parse().map_err(|_| bad("the number is too large"))?;
     let unit_ms = match unit {
@@ -123,7 +138,9 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, Error> {
         "" => return Err(bad("a unit is missing: write ms, s, m or h")),
         _ => return Err(bad("the unit must be ms, s, m or h")),
     };
-    amount.checked_mul(unit_ms).ok_or_else(|| bad("the duration is too large"))
+    amount
+        .checked_mul(unit_ms)
+        .ok_or_else(|| bad("the duration is too large"))
 }
 
 /// Writes milliseconds back in the shortest exact unit (`2000` → `2s`).
@@ -157,8 +174,14 @@ pub struct BoundedOutOfOrderness {
 impl BoundedOutOfOrderness {
     /// A generator that trusts events to be at most `delay_ms` out of order.
     pub fn new(delay_ms: i64) -> Self {
-        assert!(delay_ms >= 0, "an out-of-orderness bound cannot be negative");
-        BoundedOutOfOrderness { delay_ms, max_time_ms: None }
+        assert!(
+            delay_ms >= 0,
+            "an out-of-orderness bound cannot be negative"
+        );
+        BoundedOutOfOrderness {
+            delay_ms,
+            max_time_ms: None,
+        }
     }
 }
 
@@ -198,7 +221,10 @@ impl WatermarkStrategy {
 
     /// Flink's `forBoundedOutOfOrderness(delay)`: watermark = `max_ts_seen - delay - 1`.
     pub fn bounded(out_of_orderness_ms: i64) -> Self {
-        assert!(out_of_orderness_ms >= 0, "an out-of-orderness bound cannot be negative");
+        assert!(
+            out_of_orderness_ms >= 0,
+            "an out-of-orderness bound cannot be negative"
+        );
         WatermarkStrategy {
             factory: Arc::new(move || Box::new(BoundedOutOfOrderness::new(out_of_orderness_ms))),
             description: format!("bounded:{}", format_duration_ms(out_of_orderness_ms)),
@@ -211,7 +237,11 @@ impl WatermarkStrategy {
         description: &str,
         factory: impl Fn() -> Box<dyn WatermarkGenerator> + Send + Sync + 'static,
     ) -> Self {
-        WatermarkStrategy { factory: Arc::new(factory), description: description.to_string(), idle_timeout_ms: None }
+        WatermarkStrategy {
+            factory: Arc::new(factory),
+            description: description.to_string(),
+            idle_timeout_ms: None,
+        }
     }
 
     /// Flink's `withIdleness(timeout)`.
@@ -292,13 +322,21 @@ impl WatermarkTrace {
                 previous.watermark_ms
             );
         }
-        steps.push(WatermarkStep { worker, records_seen, watermark_ms });
+        steps.push(WatermarkStep {
+            worker,
+            records_seen,
+            watermark_ms,
+        });
     }
 
     /// Every step of one worker, in order.
     pub fn steps_of(&self, worker: usize) -> Vec<WatermarkStep> {
         let steps = self.steps.lock().expect("watermark trace poisoned");
-        steps.iter().filter(|step| step.worker == worker).copied().collect()
+        steps
+            .iter()
+            .filter(|step| step.worker == worker)
+            .copied()
+            .collect()
     }
 }
 
@@ -330,7 +368,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `now_ms`.
     pub fn new(now_ms: i64) -> Self {
-        ManualClock { now_ms: Arc::new(AtomicI64::new(now_ms)) }
+        ManualClock {
+            now_ms: Arc::new(AtomicI64::new(now_ms)),
+        }
     }
 
     /// Moves the clock forward by `delta_ms` (never backwards).
@@ -377,8 +417,14 @@ mod tests {
 
     #[test]
     fn strategies_parse() {
-        assert_eq!(WatermarkStrategy::parse("bounded:2s").unwrap().to_string(), "bounded:2s");
-        assert_eq!(WatermarkStrategy::parse("monotonous").unwrap().to_string(), "monotonous");
+        assert_eq!(
+            WatermarkStrategy::parse("bounded:2s").unwrap().to_string(),
+            "bounded:2s"
+        );
+        assert_eq!(
+            WatermarkStrategy::parse("monotonous").unwrap().to_string(),
+            "monotonous"
+        );
         let mut monotonous = WatermarkStrategy::monotonous().generator();
         monotonous.on_event(100);
         assert_eq!(monotonous.current_watermark(), 99);

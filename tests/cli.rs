@@ -1,0 +1,132 @@
+//! The `flowlab` command as a user types it.
+
+use std::process::{Command, Output};
+
+fn flowlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowlab"))
+        .args(args)
+        .output()
+        .expect("flowlab runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn gen_gives_the_same_bytes_for_the_same_arguments() {
+    let args = [
+        "gen",
+        "--keys",
+        "5",
+        "--events",
+        "2000",
+        "--disorder",
+        "2s",
+        "--late-fraction",
+        "0.01",
+        "--seed",
+        "3",
+    ];
+    let first = flowlab(&args);
+    assert!(first.status.success());
+    assert_eq!(first.stdout, flowlab(&args).stdout);
+    assert_eq!(stdout(&first).lines().count(), 2000);
+    let mut other_seed = args;
+    other_seed[10] = "4";
+    assert_ne!(first.stdout, flowlab(&other_seed).stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.csv");
+    let to_file = flowlab(&[&args[..], &["--output", path.to_str().unwrap()]].concat());
+    assert!(to_file.status.success());
+    assert_eq!(std::fs::read(&path).unwrap(), first.stdout);
+}
+
+#[test]
+fn watermarks_reports_late_events_writes_them_and_draws_the_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(
+        &input,
+        "key,event_time_ms,value\na,10000,1\nb,9000,2\nc,7999,3\nd,13000,4\ne,11000,5\nf,10999,6\n",
+    )
+    .unwrap();
+    let (svg, late) = (dir.path().join("w.svg"), dir.path().join("late.csv"));
+    let output = flowlab(&[
+        "watermarks",
+        "--input",
+        input.to_str().unwrap(),
+        "--watermark",
+        "bounded:2s",
+        "--parallelism",
+        "2",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--late-output",
+        late.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = stdout(&output);
+    assert!(text.contains("events: 6 read, 4 on time, 2 late"), "{text}");
+    assert!(text.contains("worker 1:"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&late).unwrap(),
+        "c,7999,3\nf,10999,6\n"
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("late event (2)"));
+}
+
+#[test]
+fn a_bad_line_is_a_readable_error_and_skip_mode_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    std::fs::write(&input, "a,1,1\nb,two,2\nc,3,3\n").unwrap();
+    let failed = flowlab(&["watermarks", "--input", input.to_str().unwrap()]);
+    assert!(!failed.status.success());
+    let message = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        message.contains(&format!(
+            "error: {}:2: event_time_ms (field 2)",
+            input.display()
+        )),
+        "{message}"
+    );
+
+    let dead = dir.path().join("dead.csv");
+    let skipped = flowlab(&[
+        "watermarks",
+        "--input",
+        input.to_str().unwrap(),
+        "--on-bad-line",
+        "skip",
+        "--dead-letter",
+        dead.to_str().unwrap(),
+    ]);
+    assert!(skipped.status.success());
+    assert!(stdout(&skipped).contains("bad lines: 1 skipped"));
+    assert_eq!(std::fs::read_to_string(&dead).unwrap(), "b,two,2\n");
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let output = flowlab(&["watermarks", "--watermark", "bounded:2"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a unit is missing"));
+}
+
+#[test]
+fn graph_prints_dot() {
+    let output = flowlab(&["graph", "--parallelism", "3"]);
+    assert!(output.status.success());
+    let dot = stdout(&output);
+    assert!(dot.starts_with("digraph \"watermarks\""));
+    assert!(
+        dot.contains("hash(key)") && dot.contains("side: late") && dot.contains("parallelism 3")
+    );
+}
