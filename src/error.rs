@@ -43,10 +43,7 @@ pub enum Error {
 impl Error {
     /// An I/O error while working on `path`.
     pub fn io(action: &str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: format!("{action} {}", path.into().display()),
-            source,
-        }
+        Error::Io { context: format!("{action} {}", path.into().display()), source }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod state;
 pub mod time;
 pub mod viz;
+pub mod window;
 
 pub use error::{Error, Result};
 

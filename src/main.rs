@@ -11,9 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use flowlab::connectors::{BadLinePolicy, GeneratorConfig, generate_events};
 use flowlab::error::{Error, Result};
-use flowlab::jobs::watermarks::{
-    Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks,
-};
+use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks};
+use flowlab::jobs::window::{Aggregate, WindowJob, WindowSpec, plan_window, render_rows, run_window};
 use flowlab::metrics::MetricsRegistry;
 use flowlab::runtime::JobConfig;
 use flowlab::time::{WatermarkStrategy, format_duration_ms, format_watermark, parse_duration_ms};
@@ -32,8 +31,50 @@ enum Command {
     Gen(GenArgs),
     /// Show how watermarks advance on each worker and which events are late.
     Watermarks(WatermarksArgs),
+    /// Run one windowed aggregation over a CSV file, with Flink's window semantics.
+    Window(WindowArgs),
     /// Print a built-in job's graph as Graphviz DOT.
     Graph(GraphArgs),
+}
+
+#[derive(Args)]
+struct WindowArgs {
+    /// CSV input (`key,event_time_ms,value`, header optional), read in file order by one reader.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output CSV; standard output without it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// tumbling:<size> | sliding:<size>,<slide> | session:<gap> | count:<n>[,<slide>]
+    #[arg(long)]
+    window: String,
+    /// Watermark strategy: `bounded:<duration>` (evaluated after every record) or `monotonous`.
+    #[arg(long, default_value = "bounded:2s")]
+    watermark: String,
+    /// Mark the source idle after this long without records.
+    #[arg(long)]
+    idle: Option<String>,
+    /// Allowed lateness: late elements within it fire the window again.
+    #[arg(long, default_value = "0s")]
+    lateness: String,
+    /// Write the elements too late for every window, as input lines, to this file.
+    #[arg(long)]
+    late_output: Option<PathBuf>,
+    /// Aggregates, in output order: any of count, sum, min, max.
+    #[arg(long, default_value = "count,sum")]
+    agg: String,
+    /// Workers running the keyed window operator.
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
+    /// Window offset (tumbling and sliding), e.g. 1h or -30m.
+    #[arg(long, default_value = "0s", allow_hyphen_values = true)]
+    offset: String,
+    /// What to do with lines that do not parse: `fail` or `skip`.
+    #[arg(long, default_value = "fail")]
+    on_bad_line: String,
+    /// With --on-bad-line skip: where skipped lines are written.
+    #[arg(long, default_value = "dead-letter.csv")]
+    dead_letter: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -123,7 +164,7 @@ struct WatermarksArgs {
 
 #[derive(Args)]
 struct GraphArgs {
-    /// Which job: `watermarks`.
+    /// Which job: `watermarks` or `window`.
     #[arg(long, default_value = "watermarks")]
     job: String,
     /// Number of workers shown in the graph.
@@ -136,6 +177,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gen(args) => gen_command(&args),
         Command::Watermarks(args) => watermarks_command(&args),
+        Command::Window(args) => window_command(&args),
         Command::Graph(args) => graph_command(&args),
     };
     match result {
@@ -150,14 +192,11 @@ fn main() -> ExitCode {
 fn progress_bar(length: Option<u64>, what: &str) -> ProgressBar {
     let bar = match length {
         Some(length) => ProgressBar::new(length).with_style(
-            ProgressStyle::with_template(
-                "{msg} {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
-            )
-            .expect("valid template"),
+            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} events ({per_sec}, eta {eta})")
+                .expect("valid template"),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} {pos} events ({per_sec})")
-                .expect("valid template"),
+            ProgressStyle::with_template("{spinner} {msg} {pos} events ({per_sec})").expect("valid template"),
         ),
     };
     bar.set_message(what.to_string());
@@ -173,14 +212,8 @@ fn gen_command(args: &GenArgs) -> Result<()> {
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let bar = args
-        .output
-        .as_ref()
-        .map(|_| progress_bar(Some(config.events), "generating"));
-    let context = args
-        .output
-        .as_ref()
-        .map_or("stdout".to_string(), |p| p.display().to_string());
+    let bar = args.output.as_ref().map(|_| progress_bar(Some(config.events), "generating"));
+    let context = args.output.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
     for (time_ms, event) in generate_events(&config) {
         writeln!(out, "{},{},{}", event.key, time_ms, event.value)
             .map_err(|e| Error::io("cannot write", &context, e))?;
@@ -190,8 +223,7 @@ fn gen_command(args: &GenArgs) -> Result<()> {
             bar.set_position(event.line);
         }
     }
-    out.flush()
-        .map_err(|e| Error::io("cannot write", &context, e))?;
+    out.flush().map_err(|e| Error::io("cannot write", &context, e))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
         eprintln!("wrote {} events to {context}", config.events);
@@ -199,11 +231,73 @@ fn gen_command(args: &GenArgs) -> Result<()> {
     Ok(())
 }
 
-fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
-    let mut strategy = WatermarkStrategy::parse(&args.watermark)?;
-    if let Some(idle) = &args.idle {
-        strategy = strategy.with_idleness(parse_duration_ms(idle)?);
+fn bad_line_policy(choice: &str, dead_letter: &std::path::Path) -> Result<BadLinePolicy> {
+    match choice {
+        "fail" => Ok(BadLinePolicy::Fail),
+        "skip" => Ok(BadLinePolicy::Skip { dead_letter: dead_letter.to_path_buf() }),
+        other => Err(Error::Usage(format!("--on-bad-line must be `fail` or `skip`, not {other:?}"))),
     }
+}
+
+fn strategy(watermark: &str, idle: Option<&String>) -> Result<WatermarkStrategy> {
+    let strategy = WatermarkStrategy::parse(watermark)?;
+    Ok(match idle {
+        Some(idle) => strategy.with_idleness(parse_duration_ms(idle)?),
+        None => strategy,
+    })
+}
+
+fn signed_duration_ms(text: &str) -> Result<i64> {
+    match text.trim().strip_prefix('-') {
+        Some(magnitude) => Ok(-parse_duration_ms(magnitude)?),
+        None => parse_duration_ms(text),
+    }
+}
+
+fn write_text(path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))
+}
+
+fn window_job(args: &WindowArgs) -> Result<WindowJob> {
+    Ok(WindowJob {
+        input: args.input.clone(),
+        window: WindowSpec::parse(&args.window)?,
+        strategy: strategy(&args.watermark, args.idle.as_ref())?,
+        lateness_ms: parse_duration_ms(&args.lateness)?,
+        offset_ms: signed_duration_ms(&args.offset)?,
+        bad_lines: bad_line_policy(&args.on_bad_line, &args.dead_letter)?,
+    })
+}
+
+fn window_command(args: &WindowArgs) -> Result<()> {
+    let job = window_job(args)?;
+    let aggregates = Aggregate::parse_list(&args.agg)?;
+    let config = JobConfig::threads("window", args.parallelism);
+    let outcome = with_progress(&config.metrics, None, || run_window(&job, &config))?;
+    let rows = outcome.rows(matches!(job.window, WindowSpec::Count { .. }));
+    let text = render_rows(&rows, &aggregates);
+    match &args.output {
+        Some(path) => write_text(path, &text)?,
+        None => print!("{text}"),
+    }
+    if let Some(path) = &args.late_output {
+        let mut lines = outcome.late_lines.join("\n");
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        write_text(path, &lines)?;
+    }
+    let destination = args.late_output.as_ref().map_or("counted".to_string(), |p| format!("written to {}", p.display()));
+    eprintln!(
+        "{} window firings; {} elements too late for every window ({destination})",
+        rows.len(),
+        outcome.late_lines.len()
+    );
+    Ok(())
+}
+
+fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
+    let strategy = strategy(&args.watermark, args.idle.as_ref())?;
     let input = match (&args.input, &args.socket) {
         (Some(path), _) => Input::Csv(path.clone()),
         (None, Some(address)) => Input::Socket(address.clone()),
@@ -211,13 +305,9 @@ fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
     };
     let bad_lines = match args.on_bad_line.as_str() {
         "fail" => BadLinePolicy::Fail,
-        "skip" => BadLinePolicy::Skip {
-            dead_letter: args.dead_letter.clone(),
-        },
+        "skip" => BadLinePolicy::Skip { dead_letter: args.dead_letter.clone() },
         other => {
-            return Err(Error::Usage(format!(
-                "--on-bad-line must be `fail` or `skip`, not {other:?}"
-            )));
+            return Err(Error::Usage(format!("--on-bad-line must be `fail` or `skip`, not {other:?}")));
         }
     };
     Ok(WatermarksJob {
@@ -230,11 +320,7 @@ fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
 }
 
 /// Runs `run` while a progress spinner shows how many records the sources have read.
-fn with_progress<T>(
-    metrics: &MetricsRegistry,
-    total: Option<u64>,
-    run: impl FnOnce() -> Result<T>,
-) -> Result<T> {
+fn with_progress<T>(metrics: &MetricsRegistry, total: Option<u64>, run: impl FnOnce() -> Result<T>) -> Result<T> {
     let bar = progress_bar(total, "reading");
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -261,17 +347,10 @@ fn watermarks_command(args: &WatermarksArgs) -> Result<()> {
     let outcome = with_progress(&config.metrics, total, || run_watermarks(&job, &config))?;
     print_watermarks(args, &job, &outcome);
     if let Some(path) = &args.svg {
-        let title = format!(
-            "watermark {} over {} events",
-            job.strategy,
-            outcome.points.len()
-        );
+        let title = format!("watermark {} over {} events", job.strategy, outcome.points.len());
         let svg = flowlab::viz::watermark_svg(&title, &outcome.points);
         std::fs::write(path, svg).map_err(|e| Error::io("cannot write", path, e))?;
-        println!(
-            "picture: {} (dots: events, red: late, blue line: watermark)",
-            path.display()
-        );
+        println!("picture: {} (dots: events, red: late, blue line: watermark)", path.display());
     }
     Ok(())
 }
@@ -280,18 +359,11 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
     let late = outcome.late.len() as u64;
     let total = late + outcome.on_time_total();
     println!("watermark strategy: {}", job.strategy);
-    println!(
-        "events: {total} read, {} on time, {late} late",
-        outcome.on_time_total()
-    );
+    println!("events: {total} read, {} on time, {late} late", outcome.on_time_total());
     for worker in 0..args.parallelism {
         let steps = outcome.trace.steps_of(worker);
         let records: u64 = steps.last().map_or(0, |s| s.records_seen);
-        let last_finite = steps
-            .iter()
-            .rev()
-            .find(|s| s.watermark_ms != i64::MAX)
-            .map_or(i64::MIN, |s| s.watermark_ms);
+        let last_finite = steps.iter().rev().find(|s| s.watermark_ms != i64::MAX).map_or(i64::MIN, |s| s.watermark_ms);
         println!(
             "worker {worker}: {records} records, watermark advanced {} times, last before end of input {}, then {}",
             steps.len().saturating_sub(1),
@@ -312,11 +384,7 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
     };
     println!(
         "late events: {late} of {total} ({:.3}%) went to {destination}",
-        if total == 0 {
-            0.0
-        } else {
-            late as f64 * 100.0 / total as f64
-        }
+        if total == 0 { 0.0 } else { late as f64 * 100.0 / total as f64 }
     );
     for record in outcome.late.iter().take(5) {
         println!(
@@ -331,10 +399,7 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
     }
     let bad = outcome.report.metrics.total("source:", |m| m.records_bad);
     if bad > 0 {
-        println!(
-            "bad lines: {bad} skipped, written to {}",
-            args.dead_letter.display()
-        );
+        println!("bad lines: {bad} skipped, written to {}", args.dead_letter.display());
     }
     println!();
     print!("{}", outcome.report.metrics.render());
@@ -353,8 +418,18 @@ fn graph_command(args: &GraphArgs) -> Result<()> {
             print!("{}", plan_watermarks(&job, args.parallelism).to_dot());
             Ok(())
         }
-        other => Err(Error::Usage(format!(
-            "unknown job {other:?}; built-in jobs: watermarks"
-        ))),
+        "window" => {
+            let job = WindowJob {
+                input: PathBuf::from("events.csv"),
+                window: WindowSpec::Sliding { size_ms: 10_000, slide_ms: 5_000 },
+                strategy: WatermarkStrategy::bounded(2_000),
+                lateness_ms: 0,
+                offset_ms: 0,
+                bad_lines: BadLinePolicy::Fail,
+            };
+            print!("{}", plan_window(&job, args.parallelism)?.to_dot());
+            Ok(())
+        }
+        other => Err(Error::Usage(format!("unknown job {other:?}; built-in jobs: watermarks, window"))),
     }
 }

@@ -97,11 +97,7 @@ pub struct MetricsRegistry {
 impl MetricsRegistry {
     /// Registers (or finds) the counters of one operator instance.
     pub fn register(&self, node: usize, name: &str, worker: usize) -> Arc<OperatorMetrics> {
-        let id = InstanceId {
-            node,
-            name: name.to_string(),
-            worker,
-        };
+        let id = InstanceId { node, name: name.to_string(), worker };
         let mut instances = self.instances.lock().expect("metrics registry poisoned");
         Arc::clone(instances.entry(id).or_default())
     }
@@ -109,54 +105,29 @@ impl MetricsRegistry {
     /// Renames every instance of `node` (after Flink-style `.name(…)`).
     pub fn rename(&self, node: usize, name: &str) {
         let mut instances = self.instances.lock().expect("metrics registry poisoned");
-        let renamed: Vec<InstanceId> = instances
-            .keys()
-            .filter(|id| id.node == node)
-            .cloned()
-            .collect();
+        let renamed: Vec<InstanceId> = instances.keys().filter(|id| id.node == node).cloned().collect();
         for id in renamed {
             let metrics = instances.remove(&id).expect("listed above");
-            instances.insert(
-                InstanceId {
-                    name: name.to_string(),
-                    ..id
-                },
-                metrics,
-            );
+            instances.insert(InstanceId { name: name.to_string(), ..id }, metrics);
         }
     }
 
     /// Every instance's counters, in `(node, worker)` order.
     pub fn snapshot(&self) -> Vec<(InstanceId, MetricsSnapshot)> {
         let instances = self.instances.lock().expect("metrics registry poisoned");
-        instances
-            .iter()
-            .map(|(id, metrics)| (id.clone(), metrics.snapshot()))
-            .collect()
+        instances.iter().map(|(id, metrics)| (id.clone(), metrics.snapshot())).collect()
     }
 
     /// Sums one counter over every instance whose node name starts with `prefix`.
     pub fn total(&self, prefix: &str, counter: impl Fn(&MetricsSnapshot) -> u64) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|(id, _)| id.name.starts_with(prefix))
-            .map(|(_, m)| counter(m))
-            .sum()
+        self.snapshot().iter().filter(|(id, _)| id.name.starts_with(prefix)).map(|(_, m)| counter(m)).sum()
     }
 
     /// A table for people: one line per operator instance.
     pub fn render(&self) -> String {
         let rows = self.snapshot();
-        let labels: Vec<String> = rows
-            .iter()
-            .map(|(id, _)| format!("{}#{}", id.name, id.node))
-            .collect();
-        let width = labels
-            .iter()
-            .map(String::len)
-            .max()
-            .unwrap_or(0)
-            .max("operator".len());
+        let labels: Vec<String> = rows.iter().map(|(id, _)| format!("{}#{}", id.name, id.node)).collect();
+        let width = labels.iter().map(String::len).max().unwrap_or(0).max("operator".len());
         let mut out = format!(
             "{:<width$} {:>6} {:>12} {:>12} {:>8} {:>6}  watermark\n",
             "operator", "worker", "records_in", "records_out", "late", "bad"

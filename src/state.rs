@@ -64,28 +64,14 @@ pub fn key_group<K: Hash + ?Sized>(key: &K, max_parallelism: u32) -> u32 {
 
 /// The worker, in `0..parallelism`, that owns `key_group` (Flink's `computeOperatorIndexForKeyGroup`).
 pub fn worker_for_key_group(key_group: u32, max_parallelism: u32, parallelism: usize) -> usize {
-    assert!(
-        key_group < max_parallelism,
-        "key group {key_group} out of range 0..{max_parallelism}"
-    );
-    assert!(
-        parallelism > 0 && parallelism <= max_parallelism as usize,
-        "parallelism must be in 1..=max_parallelism"
-    );
+    assert!(key_group < max_parallelism, "key group {key_group} out of range 0..{max_parallelism}");
+    assert!(parallelism > 0 && parallelism <= max_parallelism as usize, "parallelism must be in 1..=max_parallelism");
     key_group as usize * parallelism / max_parallelism as usize
 }
 
 /// The worker, in `0..parallelism`, that owns `key`.
-pub fn worker_for_key<K: Hash + ?Sized>(
-    key: &K,
-    max_parallelism: u32,
-    parallelism: usize,
-) -> usize {
-    worker_for_key_group(
-        key_group(key, max_parallelism),
-        max_parallelism,
-        parallelism,
-    )
+pub fn worker_for_key<K: Hash + ?Sized>(key: &K, max_parallelism: u32, parallelism: usize) -> usize {
+    worker_for_key_group(key_group(key, max_parallelism), max_parallelism, parallelism)
 }
 
 #[cfg(test)]
@@ -98,14 +84,8 @@ mod tests {
         // Routing must never change between builds: these values are part of the snapshot format.
         assert_eq!(stable_hash("user-1"), stable_hash(&"user-1".to_string()));
         assert_eq!(key_group("user-1", 128), key_group("user-1", 128));
-        let groups: std::collections::BTreeSet<u32> = (0..1000)
-            .map(|i| key_group(&format!("k{i}"), 128))
-            .collect();
-        assert!(
-            groups.len() > 120,
-            "1000 keys should touch nearly every key group, touched {}",
-            groups.len()
-        );
+        let groups: std::collections::BTreeSet<u32> = (0..1000).map(|i| key_group(&format!("k{i}"), 128)).collect();
+        assert!(groups.len() > 120, "1000 keys should touch nearly every key group, touched {}", groups.len());
     }
 
     proptest! {

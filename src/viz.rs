@@ -40,57 +40,24 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#,
-        escape(title)
-    );
+    let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#, escape(title));
     if points.is_empty() {
-        let _ = writeln!(
-            svg,
-            r#"<text x="{MARGIN_LEFT}" y="{}">no events</text></svg>"#,
-            HEIGHT / 2.0
-        );
+        let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="{}">no events</text></svg>"#, HEIGHT / 2.0);
         return svg;
     }
 
-    let (x_min, x_max) = (
-        points[0].position,
-        points[points.len() - 1]
-            .position
-            .max(points[0].position + 1),
-    );
-    let watermarks = points
-        .iter()
-        .map(|p| p.watermark_ms)
-        .filter(|&w| w != WATERMARK_MIN);
-    let y_min = points
-        .iter()
-        .map(|p| p.time_ms)
-        .chain(watermarks.clone())
-        .min()
-        .unwrap_or(0);
-    let y_max = points
-        .iter()
-        .map(|p| p.time_ms)
-        .chain(watermarks)
-        .max()
-        .unwrap_or(1)
-        .max(y_min + 1);
+    let (x_min, x_max) = (points[0].position, points[points.len() - 1].position.max(points[0].position + 1));
+    let watermarks = points.iter().map(|p| p.watermark_ms).filter(|&w| w != WATERMARK_MIN);
+    let y_min = points.iter().map(|p| p.time_ms).chain(watermarks.clone()).min().unwrap_or(0);
+    let y_max = points.iter().map(|p| p.time_ms).chain(watermarks).max().unwrap_or(1).max(y_min + 1);
     let plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
     let plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
-    let x =
-        |position: u64| MARGIN_LEFT + (position - x_min) as f64 / (x_max - x_min) as f64 * plot_w;
-    let y = |time_ms: i64| {
-        MARGIN_TOP + plot_h - (time_ms - y_min) as f64 / (y_max - y_min) as f64 * plot_h
-    };
+    let x = |position: u64| MARGIN_LEFT + (position - x_min) as f64 / (x_max - x_min) as f64 * plot_w;
+    let y = |time_ms: i64| MARGIN_TOP + plot_h - (time_ms - y_min) as f64 / (y_max - y_min) as f64 * plot_h;
 
     // Axes, with ticks at the ends and the middle.
     let (bottom, right) = (MARGIN_TOP + plot_h, MARGIN_LEFT + plot_w);
-    let _ = writeln!(
-        svg,
-        r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##
-    );
+    let _ = writeln!(svg, r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##);
     for fraction in [0.0, 0.5, 1.0] {
         let position = x_min + ((x_max - x_min) as f64 * fraction) as u64;
         let time_ms = y_min + ((y_max - y_min) as f64 * fraction) as i64;
@@ -122,12 +89,7 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
     let stride = points.len().div_ceil(SVG_POINTS_MAX).max(1);
     let _ = writeln!(svg, r##"<g fill="#9a9a9a" fill-opacity="0.55">"##);
     for point in points.iter().step_by(stride).filter(|p| !p.late) {
-        let _ = writeln!(
-            svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="1.6"/>"#,
-            x(point.position),
-            y(point.time_ms)
-        );
+        let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="1.6"/>"#, x(point.position), y(point.time_ms));
     }
     let _ = writeln!(svg, "</g>");
 
@@ -145,26 +107,13 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
         }
     }
     if !line.is_empty() {
-        let _ = writeln!(
-            svg,
-            r##"<path d="{}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>"##,
-            line.trim_end()
-        );
+        let _ = writeln!(svg, r##"<path d="{}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>"##, line.trim_end());
     }
 
-    let late: Vec<&WatermarkPoint> = points
-        .iter()
-        .filter(|p| p.late)
-        .take(SVG_POINTS_MAX)
-        .collect();
+    let late: Vec<&WatermarkPoint> = points.iter().filter(|p| p.late).take(SVG_POINTS_MAX).collect();
     let _ = writeln!(svg, r##"<g fill="#d62728">"##);
     for point in &late {
-        let _ = writeln!(
-            svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="2.6"/>"#,
-            x(point.position),
-            y(point.time_ms)
-        );
+        let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="2.6"/>"#, x(point.position), y(point.time_ms));
     }
     let _ = writeln!(svg, "</g>");
 
@@ -187,9 +136,7 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -199,24 +146,9 @@ mod tests {
     #[test]
     fn late_events_are_drawn_red_and_the_watermark_as_a_line() {
         let points = [
-            WatermarkPoint {
-                position: 1,
-                time_ms: 1_000,
-                watermark_ms: WATERMARK_MIN,
-                late: false,
-            },
-            WatermarkPoint {
-                position: 2,
-                time_ms: 5_000,
-                watermark_ms: 999,
-                late: false,
-            },
-            WatermarkPoint {
-                position: 3,
-                time_ms: 500,
-                watermark_ms: 4_999,
-                late: true,
-            },
+            WatermarkPoint { position: 1, time_ms: 1_000, watermark_ms: WATERMARK_MIN, late: false },
+            WatermarkPoint { position: 2, time_ms: 5_000, watermark_ms: 999, late: false },
+            WatermarkPoint { position: 3, time_ms: 500, watermark_ms: 4_999, late: true },
         ];
         let svg = watermark_svg("test <run>", &points);
         assert!(svg.starts_with("<svg"));

@@ -20,27 +20,16 @@ g,8000,8\n";
 
 fn write_input(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let path = dir.path().join("events.csv");
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(INPUT.as_bytes())
-        .unwrap();
+    std::fs::File::create(&path).unwrap().write_all(INPUT.as_bytes()).unwrap();
     path
 }
 
-fn run(
-    source: CsvSource,
-    parallelism: usize,
-) -> (flowlab::Result<flowlab::runtime::JobReport>, Vec<String>) {
+fn run(source: CsvSource, parallelism: usize) -> (flowlab::Result<flowlab::runtime::JobReport>, Vec<String>) {
     let out = CollectSink::new();
     let sink = out.clone();
-    let result = execute(
-        &JobConfig::threads("bad input", parallelism),
-        move |env: &Env| {
-            env.source(source.clone(), WatermarkStrategy::bounded(0))
-                .map(|event| event.key)
-                .sink(sink.clone());
-        },
-    );
+    let result = execute(&JobConfig::threads("bad input", parallelism), move |env: &Env| {
+        env.source(source.clone(), WatermarkStrategy::bounded(0)).map(|event| event.key).sink(sink.clone());
+    });
     (result, out.sorted_values())
 }
 
@@ -54,19 +43,11 @@ fn the_first_bad_line_fails_the_job_with_file_line_and_reason() {
         Error::BadLine { file, line, reason } => {
             assert_eq!(file, &path.display().to_string());
             assert_eq!(*line, 3);
-            assert!(
-                reason.contains("expected 3 comma-separated fields"),
-                "{reason}"
-            );
+            assert!(reason.contains("expected 3 comma-separated fields"), "{reason}");
         }
         other => panic!("wrong error: {other:?}"),
     }
-    assert!(
-        error
-            .to_string()
-            .starts_with(&format!("{}:3: ", path.display())),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with(&format!("{}:3: ", path.display())), "{error}");
 }
 
 #[test]
@@ -74,9 +55,7 @@ fn skip_mode_counts_every_bad_line_and_writes_it_to_the_dead_letter_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_input(&dir);
     let dead_letter = dir.path().join("dead.csv");
-    let source = CsvSource::new(&path).on_bad_line(BadLinePolicy::Skip {
-        dead_letter: dead_letter.clone(),
-    });
+    let source = CsvSource::new(&path).on_bad_line(BadLinePolicy::Skip { dead_letter: dead_letter.clone() });
     let (result, keys) = run(source, 2);
     let report = result.expect("skip mode keeps going");
     assert_eq!(keys, vec!["a", "c", "e", "g"]);
@@ -103,10 +82,7 @@ fn a_source_resumed_at_a_reader_offset_replays_exactly_the_rest() {
     reader.read(&mut first, 2).unwrap();
     let offset = reader.offset();
     let mut rest = Vec::new();
-    let mut resumed = CsvSource::new(&path)
-        .resume_at(offset, 2)
-        .open(0, 1)
-        .unwrap();
+    let mut resumed = CsvSource::new(&path).resume_at(offset, 2).open(0, 1).unwrap();
     while resumed.read(&mut rest, 10).unwrap() != flowlab::connectors::ReadStatus::Finished {}
     let keys: Vec<(String, u64)> = rest.into_iter().map(|(_, e)| (e.key, e.line)).collect();
     assert_eq!(keys, vec![("c".to_string(), 3), ("d".to_string(), 4)]);

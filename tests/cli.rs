@@ -3,10 +3,7 @@
 use std::process::{Command, Output};
 
 fn flowlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowlab"))
-        .args(args)
-        .output()
-        .expect("flowlab runs")
+    Command::new(env!("CARGO_BIN_EXE_flowlab")).args(args).output().expect("flowlab runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -15,19 +12,7 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn gen_gives_the_same_bytes_for_the_same_arguments() {
-    let args = [
-        "gen",
-        "--keys",
-        "5",
-        "--events",
-        "2000",
-        "--disorder",
-        "2s",
-        "--late-fraction",
-        "0.01",
-        "--seed",
-        "3",
-    ];
+    let args = ["gen", "--keys", "5", "--events", "2000", "--disorder", "2s", "--late-fraction", "0.01", "--seed", "3"];
     let first = flowlab(&args);
     assert!(first.status.success());
     assert_eq!(first.stdout, flowlab(&args).stdout);
@@ -47,11 +32,8 @@ fn gen_gives_the_same_bytes_for_the_same_arguments() {
 fn watermarks_reports_late_events_writes_them_and_draws_the_svg() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
-    std::fs::write(
-        &input,
-        "key,event_time_ms,value\na,10000,1\nb,9000,2\nc,7999,3\nd,13000,4\ne,11000,5\nf,10999,6\n",
-    )
-    .unwrap();
+    std::fs::write(&input, "key,event_time_ms,value\na,10000,1\nb,9000,2\nc,7999,3\nd,13000,4\ne,11000,5\nf,10999,6\n")
+        .unwrap();
     let (svg, late) = (dir.path().join("w.svg"), dir.path().join("late.csv"));
     let output = flowlab(&[
         "watermarks",
@@ -66,18 +48,11 @@ fn watermarks_reports_late_events_writes_them_and_draws_the_svg() {
         "--late-output",
         late.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = stdout(&output);
     assert!(text.contains("events: 6 read, 4 on time, 2 late"), "{text}");
     assert!(text.contains("worker 1:"), "{text}");
-    assert_eq!(
-        std::fs::read_to_string(&late).unwrap(),
-        "c,7999,3\nf,10999,6\n"
-    );
+    assert_eq!(std::fs::read_to_string(&late).unwrap(), "c,7999,3\nf,10999,6\n");
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.contains("late event (2)"));
 }
@@ -90,13 +65,7 @@ fn a_bad_line_is_a_readable_error_and_skip_mode_goes_on() {
     let failed = flowlab(&["watermarks", "--input", input.to_str().unwrap()]);
     assert!(!failed.status.success());
     let message = String::from_utf8_lossy(&failed.stderr);
-    assert!(
-        message.contains(&format!(
-            "error: {}:2: event_time_ms (field 2)",
-            input.display()
-        )),
-        "{message}"
-    );
+    assert!(message.contains(&format!("error: {}:2: event_time_ms (field 2)", input.display())), "{message}");
 
     let dead = dir.path().join("dead.csv");
     let skipped = flowlab(&[
@@ -126,7 +95,5 @@ fn graph_prints_dot() {
     assert!(output.status.success());
     let dot = stdout(&output);
     assert!(dot.starts_with("digraph \"watermarks\""));
-    assert!(
-        dot.contains("hash(key)") && dot.contains("side: late") && dot.contains("parallelism 3")
-    );
+    assert!(dot.contains("hash(key)") && dot.contains("side: late") && dot.contains("parallelism 3"));
 }

@@ -15,25 +15,18 @@ fn pipeline(input: Vec<(i64, (u8, i64))>, parallelism: usize) -> Outcome {
     let sums = CollectSink::new();
     let late = CollectSink::new();
     let (sums_out, late_out) = (sums.clone(), late.clone());
-    execute(
-        &JobConfig::threads("parallelism", parallelism),
-        move |env: &Env| {
-            let (on_time, late_stream) = env
-                .source(
-                    CollectionSource::new(input.clone()),
-                    WatermarkStrategy::bounded(1_000),
-                )
-                .split_late();
-            late_stream.sink(late_out.clone());
-            on_time
-                .filter(|(_, value)| value % 5 != 0)
-                .flat_map(|(key, value)| vec![(key, value), (key.wrapping_add(100), value * 2)])
-                .map(|(key, value)| (key, value, 1i64))
-                .key_by(|(key, _, _)| *key)
-                .reduce(|(key, sum, count), (_, value, one)| (*key, sum + value, count + one))
-                .sink(sums_out.clone());
-        },
-    )
+    execute(&JobConfig::threads("parallelism", parallelism), move |env: &Env| {
+        let (on_time, late_stream) =
+            env.source(CollectionSource::new(input.clone()), WatermarkStrategy::bounded(1_000)).split_late();
+        late_stream.sink(late_out.clone());
+        on_time
+            .filter(|(_, value)| value % 5 != 0)
+            .flat_map(|(key, value)| vec![(key, value), (key.wrapping_add(100), value * 2)])
+            .map(|(key, value)| (key, value, 1i64))
+            .key_by(|(key, _, _)| *key)
+            .reduce(|(key, sum, count), (_, value, one)| (*key, sum + value, count + one))
+            .sink(sums_out.clone());
+    })
     .expect("job runs");
     (sums.sorted_values(), late.sorted_values())
 }
@@ -71,19 +64,12 @@ fn the_watermarks_job_gives_the_same_answer_for_1_2_and_4_workers() {
     let results: Vec<_> = [1, 2, 4]
         .iter()
         .map(|&parallelism| {
-            let outcome =
-                run_watermarks(&job, &JobConfig::threads("watermarks", parallelism)).expect("runs");
+            let outcome = run_watermarks(&job, &JobConfig::threads("watermarks", parallelism)).expect("runs");
             (outcome.late, outcome.on_time_per_key)
         })
         .collect();
-    assert!(
-        !results[0].0.is_empty(),
-        "the input should have late events"
-    );
-    assert_eq!(
-        results[0].1.values().sum::<u64>() + results[0].0.len() as u64,
-        30_000
-    );
+    assert!(!results[0].0.is_empty(), "the input should have late events");
+    assert_eq!(results[0].1.values().sum::<u64>() + results[0].0.len() as u64, 30_000);
     assert_eq!(results[1], results[0]);
     assert_eq!(results[2], results[0]);
 }

@@ -23,17 +23,14 @@ fn socket_lines_become_events_in_order() {
     let out = CollectSink::new();
     let sink = out.clone();
     execute(&JobConfig::threads("socket", 2), move |env: &Env| {
-        env.source(SocketSource::new(&address), WatermarkStrategy::bounded(0))
-            .sink(sink.clone());
+        env.source(SocketSource::new(&address), WatermarkStrategy::bounded(0)).sink(sink.clone());
     })
     .expect("job runs");
     server.join().unwrap();
     let mut records = out.records();
     records.sort_by_key(|record| record.value.line);
-    let seen: Vec<(String, i64, i64, i64)> = records
-        .into_iter()
-        .map(|r| (r.value.key, r.time_ms, r.watermark_ms, r.value.value))
-        .collect();
+    let seen: Vec<(String, i64, i64, i64)> =
+        records.into_iter().map(|r| (r.value.key, r.time_ms, r.watermark_ms, r.value.value)).collect();
     assert_eq!(
         seen,
         vec![
@@ -51,13 +48,7 @@ fn a_refused_connection_is_an_error_naming_the_address() {
     let address = listener.local_addr().unwrap().to_string();
     drop(listener);
     let result = execute(&JobConfig::threads("socket", 1), move |env: &Env| {
-        env.source(SocketSource::new(&address), WatermarkStrategy::bounded(0))
-            .sink(CollectSink::new());
+        env.source(SocketSource::new(&address), WatermarkStrategy::bounded(0)).sink(CollectSink::new());
     });
-    assert!(
-        result
-            .expect_err("nothing listens")
-            .to_string()
-            .contains("cannot connect to 127.0.0.1:")
-    );
+    assert!(result.expect_err("nothing listens").to_string().contains("cannot connect to 127.0.0.1:"));
 }

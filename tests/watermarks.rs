@@ -26,36 +26,18 @@ fn model_stamps(times: &[i64], delay_ms: i64) -> Vec<i64> {
 
 /// Runs source → split_late on `times` (values are arrival indices) with `parallelism` workers and
 /// returns (all records sorted by arrival index, late arrival indices sorted).
-fn run(
-    times: &[i64],
-    delay_ms: i64,
-    parallelism: usize,
-) -> (Vec<flowlab::time::Record<usize>>, Vec<usize>) {
-    let input: Vec<(i64, usize)> = times
-        .iter()
-        .copied()
-        .enumerate()
-        .map(|(index, time)| (time, index))
-        .collect();
+fn run(times: &[i64], delay_ms: i64, parallelism: usize) -> (Vec<flowlab::time::Record<usize>>, Vec<usize>) {
+    let input: Vec<(i64, usize)> = times.iter().copied().enumerate().map(|(index, time)| (time, index)).collect();
     let all = CollectSink::new();
     let late = CollectSink::new();
     let (all_out, late_out) = (all.clone(), late.clone());
-    execute(
-        &JobConfig::threads("watermark property", parallelism),
-        move |env: &Env| {
-            let events = env.source(
-                CollectionSource::new(input.clone()),
-                WatermarkStrategy::bounded(delay_ms),
-            );
-            events.clone().sink(all_out.clone());
-            let (on_time, late_stream) = events
-                .key_by(|index| *index % 7)
-                .reduce(|_, latest| *latest)
-                .split_late();
-            drop(on_time);
-            late_stream.sink(late_out.clone());
-        },
-    )
+    execute(&JobConfig::threads("watermark property", parallelism), move |env: &Env| {
+        let events = env.source(CollectionSource::new(input.clone()), WatermarkStrategy::bounded(delay_ms));
+        events.clone().sink(all_out.clone());
+        let (on_time, late_stream) = events.key_by(|index| *index % 7).reduce(|_, latest| *latest).split_late();
+        drop(on_time);
+        late_stream.sink(late_out.clone());
+    })
     .expect("job runs");
     let mut records = all.records();
     records.sort_by_key(|record| record.value);
@@ -115,10 +97,7 @@ fn a_hand_computed_example() {
     let times = [10_000, 9_000, 7_999, 13_000, 11_000, 10_999];
     let (records, late) = run(&times, 2_000, 1);
     let stamps: Vec<i64> = records.iter().map(|record| record.watermark_ms).collect();
-    assert_eq!(
-        stamps,
-        vec![WATERMARK_MIN, 7_999, 7_999, 7_999, 10_999, 10_999]
-    );
+    assert_eq!(stamps, vec![WATERMARK_MIN, 7_999, 7_999, 7_999, 10_999, 10_999]);
     // 7999 <= 7999 is late (Flink: ts <= watermark); 10999 <= 10999 too; 11000 is not.
     assert_eq!(late, vec![2, 5]);
 }
@@ -135,16 +114,8 @@ impl Source<usize> for QuietSource {
         "quiet".to_string()
     }
 
-    fn open(
-        &self,
-        _instance: usize,
-        _instances: usize,
-    ) -> flowlab::Result<Box<dyn SourceReader<usize>>> {
-        Ok(Box::new(QuietReader {
-            clock: self.clock.clone(),
-            left: self.quiet_reads,
-            reads: Arc::clone(&self.reads),
-        }))
+    fn open(&self, _instance: usize, _instances: usize) -> flowlab::Result<Box<dyn SourceReader<usize>>> {
+        Ok(Box::new(QuietReader { clock: self.clock.clone(), left: self.quiet_reads, reads: Arc::clone(&self.reads) }))
     }
 }
 
@@ -174,30 +145,16 @@ fn idle_run(strategy: WatermarkStrategy) -> Vec<i64> {
     let clock = ManualClock::new(0);
     let trace = WatermarkTrace::new();
     let (source_clock, job_trace) = (clock.clone(), trace.clone());
-    execute(
-        &JobConfig::threads("idle", 1).with_clock(clock),
-        move |env: &Env| {
-            let busy = env.source(
-                CollectionSource::new(vec![(1_000, 1usize), (5_000, 2)]),
-                WatermarkStrategy::bounded(0),
-            );
-            let quiet = env.source(
-                QuietSource {
-                    clock: source_clock.clone(),
-                    quiet_reads: 30,
-                    reads: Arc::new(AtomicUsize::new(0)),
-                },
-                strategy.clone(),
-            );
-            busy.union(quiet).trace_watermarks(&job_trace);
-        },
-    )
+    execute(&JobConfig::threads("idle", 1).with_clock(clock), move |env: &Env| {
+        let busy = env.source(CollectionSource::new(vec![(1_000, 1usize), (5_000, 2)]), WatermarkStrategy::bounded(0));
+        let quiet = env.source(
+            QuietSource { clock: source_clock.clone(), quiet_reads: 30, reads: Arc::new(AtomicUsize::new(0)) },
+            strategy.clone(),
+        );
+        busy.union(quiet).trace_watermarks(&job_trace);
+    })
     .expect("job runs");
-    trace
-        .steps_of(0)
-        .iter()
-        .map(|step| step.watermark_ms)
-        .collect()
+    trace.steps_of(0).iter().map(|step| step.watermark_ms).collect()
 }
 
 #[test]
@@ -206,17 +163,11 @@ fn an_idle_source_stops_holding_back_the_watermark() {
     let held = idle_run(WatermarkStrategy::bounded(0));
     assert_eq!(held.first(), Some(&WATERMARK_MIN));
     assert_eq!(held.last(), Some(&WATERMARK_MAX));
-    assert!(
-        held.iter()
-            .all(|&w| w == WATERMARK_MIN || w == WATERMARK_MAX),
-        "{held:?}"
-    );
+    assert!(held.iter().all(|&w| w == WATERMARK_MIN || w == WATERMARK_MAX), "{held:?}");
     // With a 50 ms idle timeout (5 quiet reads) it lets go before it finishes.
     let released = idle_run(WatermarkStrategy::bounded(0).with_idleness(50));
     assert!(
-        released
-            .iter()
-            .any(|&w| w != WATERMARK_MIN && w != WATERMARK_MAX),
+        released.iter().any(|&w| w != WATERMARK_MIN && w != WATERMARK_MAX),
         "the watermark never advanced while the quiet source was idle: {released:?}"
     );
 }

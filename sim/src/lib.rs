@@ -31,10 +31,7 @@ pub struct SimRng {
 impl SimRng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Self {
-        SimRng {
-            seed,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
+        SimRng { seed, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     /// The seed this generator started from (print it with every failure).
@@ -63,9 +60,7 @@ pub struct StepOrder {
 impl StepOrder {
     /// A step order drawn from `seed`.
     pub fn new(seed: u64) -> Self {
-        StepOrder {
-            rng: SimRng::new(seed),
-        }
+        StepOrder { rng: SimRng::new(seed) }
     }
 
     /// The index (into `runnable`) of the worker to step next, or `None` if none may step.
@@ -76,12 +71,7 @@ impl StepOrder {
             return None;
         }
         let chosen = self.rng.below(candidates) as usize;
-        runnable
-            .iter()
-            .enumerate()
-            .filter(|(_, may)| **may)
-            .map(|(index, _)| index)
-            .nth(chosen)
+        runnable.iter().enumerate().filter(|(_, may)| **may).map(|(index, _)| index).nth(chosen)
     }
 }
 
@@ -94,9 +84,7 @@ mod tests {
         let runnable = [true, false, true, true];
         let order = |seed| {
             let mut steps = StepOrder::new(seed);
-            (0..200)
-                .map(|_| steps.next(&runnable).unwrap())
-                .collect::<Vec<_>>()
+            (0..200).map(|_| steps.next(&runnable).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(order(9), order(9));
         assert_ne!(order(9), order(10));

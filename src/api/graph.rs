@@ -24,6 +24,8 @@ pub enum OperatorKind {
     FlatMap,
     /// A keyed operator that keeps state per key.
     Keyed,
+    /// Assigns windows and fires them.
+    Window,
     /// Splits late records onto a side output.
     LateSplit,
     /// Merges several streams.
@@ -70,24 +72,12 @@ pub struct JobGraph {
 impl JobGraph {
     /// An empty graph for a job named `name`.
     pub fn new(name: &str, parallelism: usize) -> Self {
-        JobGraph {
-            name: name.to_string(),
-            graph: DiGraph::new(),
-            parallelism,
-        }
+        JobGraph { name: name.to_string(), graph: DiGraph::new(), parallelism }
     }
 
     /// Adds an operator fed by `inputs`.
-    pub fn add(
-        &mut self,
-        name: &str,
-        kind: OperatorKind,
-        inputs: &[(NodeIndex, Partitioning)],
-    ) -> NodeIndex {
-        let node = self.graph.add_node(Operator {
-            name: name.to_string(),
-            kind,
-        });
+    pub fn add(&mut self, name: &str, kind: OperatorKind, inputs: &[(NodeIndex, Partitioning)]) -> NodeIndex {
+        let node = self.graph.add_node(Operator { name: name.to_string(), kind });
         for &(input, partitioning) in inputs {
             self.graph.add_edge(input, node, partitioning);
         }
@@ -109,15 +99,8 @@ impl JobGraph {
         let mut dot = String::new();
         let _ = writeln!(dot, "digraph {:?} {{", self.name);
         let _ = writeln!(dot, "  rankdir=LR;");
-        let _ = writeln!(
-            dot,
-            "  label={:?};",
-            format!("{} (parallelism {})", self.name, self.parallelism)
-        );
-        let _ = writeln!(
-            dot,
-            "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
-        );
+        let _ = writeln!(dot, "  label={:?};", format!("{} (parallelism {})", self.name, self.parallelism));
+        let _ = writeln!(dot, "  node [shape=box, style=rounded, fontname=\"Helvetica\"];");
         for node in self.graph.node_indices() {
             let operator = &self.graph[node];
             let shape = match operator.kind {
@@ -137,16 +120,10 @@ impl JobGraph {
                 Partitioning::Forward => ("forward".to_string(), ""),
                 Partitioning::Hash => ("hash(key)".to_string(), ", style=bold"),
                 Partitioning::Gather => ("gather".to_string(), ", style=dashed"),
-                Partitioning::SideOutput(name) => {
-                    (format!("side: {name}"), ", color=red, fontcolor=red")
-                }
+                Partitioning::SideOutput(name) => (format!("side: {name}"), ", color=red, fontcolor=red"),
             };
-            let _ = writeln!(
-                dot,
-                "  n{} -> n{} [label={label:?}{style}];",
-                edge.source().index(),
-                edge.target().index()
-            );
+            let _ =
+                writeln!(dot, "  n{} -> n{} [label={label:?}{style}];", edge.source().index(), edge.target().index());
         }
         dot.push_str("}\n");
         dot

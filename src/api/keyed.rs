@@ -31,14 +31,17 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
         (self.key)(value)
     }
 
+    /// The key function.
+    pub(crate) fn key_fn(&self) -> Rc<dyn Fn(&D) -> K> {
+        Rc::clone(&self.key)
+    }
+
     /// The exchange contract that sends every record to the worker owning its key group.
     pub fn exchange(&self) -> Exchange<Record<D>, impl FnMut(&Record<D>) -> u64 + 'static> {
         let key = Rc::clone(&self.key);
         let max_parallelism = self.stream.env.context().max_parallelism;
         let peers = self.stream.env.peers();
-        Exchange::new(move |record: &Record<D>| {
-            worker_for_key(&key(&record.value), max_parallelism, peers) as u64
-        })
+        Exchange::new(move |record: &Record<D>| worker_for_key(&key(&record.value), max_parallelism, peers) as u64)
     }
 
     /// The keyed stream's input, for keyed operators built elsewhere in flowlab.
@@ -50,42 +53,34 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
     /// far, at the record's event time and watermark stamp.
     pub fn reduce(self, reduce: impl Fn(&D, &D) -> D + 'static) -> Stream<'scope, D> {
         let env = self.stream.env.clone();
-        let node = env.add_node(
-            "reduce",
-            OperatorKind::Keyed,
-            &[(self.stream.node, Partitioning::Hash)],
-        );
+        let node = env.add_node("reduce", OperatorKind::Keyed, &[(self.stream.node, Partitioning::Hash)]);
         let metrics = env.metrics(node, "reduce");
         let exchange = self.exchange();
         let key = Rc::clone(&self.key);
-        let stream = self
-            .stream
-            .stream
-            .clone()
-            .unary_frontier(exchange, "reduce", move |_, _| {
-                let mut state: BTreeMap<K, D> = BTreeMap::new();
-                move |(input, frontier), output| {
-                    metrics.set_watermark(crate::time::frontier_watermark(frontier.frontier()));
-                    input.for_each(|time, data: &mut Vec<Record<D>>| {
-                        OperatorMetrics::add(&metrics.records_in, data.len());
-                        OperatorMetrics::add(&metrics.records_out, data.len());
-                        let mut session = output.session(&time);
-                        for record in data.drain(..) {
-                            let reduced = match state.get_mut(&key(&record.value)) {
-                                Some(current) => {
-                                    *current = reduce(current, &record.value);
-                                    current.clone()
-                                }
-                                None => {
-                                    state.insert(key(&record.value), record.value.clone());
-                                    record.value.clone()
-                                }
-                            };
-                            session.give(record.with_value(reduced));
-                        }
-                    });
-                }
-            });
-        Stream::new(env, stream, node)
+        let stream = self.stream.stream.clone().unary_frontier(exchange, "reduce", move |_, _| {
+            let mut state: BTreeMap<K, D> = BTreeMap::new();
+            move |(input, frontier), output| {
+                metrics.set_watermark(crate::time::frontier_watermark(frontier.frontier()));
+                input.for_each(|time, data: &mut Vec<Record<D>>| {
+                    OperatorMetrics::add(&metrics.records_in, data.len());
+                    OperatorMetrics::add(&metrics.records_out, data.len());
+                    let mut session = output.session(&time);
+                    for record in data.drain(..) {
+                        let reduced = match state.get_mut(&key(&record.value)) {
+                            Some(current) => {
+                                *current = reduce(current, &record.value);
+                                current.clone()
+                            }
+                            None => {
+                                state.insert(key(&record.value), record.value.clone());
+                                record.value.clone()
+                            }
+                        };
+                        session.give(record.with_value(reduced));
+                    }
+                });
+            }
+        });
+        Stream::new(env, stream, node, false)
     }
 }

@@ -26,10 +26,12 @@
 mod graph;
 mod keyed;
 mod stream;
+mod windowed;
 
 pub use graph::{JobGraph, Operator, OperatorKind, Partitioning};
 pub use keyed::KeyedStream;
 pub use stream::Stream;
+pub use windowed::{WindowOutput, WindowedStream};
 
 use std::cell::RefCell;
 use std::hash::Hash;
@@ -70,10 +72,7 @@ impl<'scope> Env<'scope> {
     /// Wraps a timely scope; the runtime calls this once per worker.
     pub(crate) fn new(scope: Scope<'scope, Time>, job_name: &str, context: WorkerContext) -> Self {
         let graph = RefCell::new(JobGraph::new(job_name, context.peers));
-        Env {
-            scope,
-            shared: Rc::new(Shared { graph, context }),
-        }
+        Env { scope, shared: Rc::new(Shared { graph, context }) }
     }
 
     /// This worker's index, in `0..peers()`.
@@ -97,12 +96,9 @@ impl<'scope> Env<'scope> {
     }
 
     /// Reads `source`, assigning watermarks with `strategy` (Flink's `fromSource`).
-    pub fn source<D: Data>(
-        &self,
-        source: impl Source<D>,
-        strategy: WatermarkStrategy,
-    ) -> Stream<'scope, D> {
+    pub fn source<D: Data>(&self, source: impl Source<D>, strategy: WatermarkStrategy) -> Stream<'scope, D> {
         let name = format!("source: {} [{strategy}]", source.name());
+        let in_source_order = source.is_single_stream();
         let node = self.add_node(&name, OperatorKind::Source, &[]);
         let metrics = self.metrics(node, &name);
         let stream = crate::time::source::watermarked_source(
@@ -113,19 +109,14 @@ impl<'scope> Env<'scope> {
             self.shared.context.clone(),
             metrics,
         );
-        Stream::new(self.clone(), stream, node)
+        Stream::new(self.clone(), stream, node, in_source_order)
     }
 
     pub(crate) fn scope(&self) -> Scope<'scope, Time> {
         self.scope
     }
 
-    pub(crate) fn add_node(
-        &self,
-        name: &str,
-        kind: OperatorKind,
-        inputs: &[(NodeIndex, Partitioning)],
-    ) -> NodeIndex {
+    pub(crate) fn add_node(&self, name: &str, kind: OperatorKind, inputs: &[(NodeIndex, Partitioning)]) -> NodeIndex {
         self.shared.graph.borrow_mut().add(name, kind, inputs)
     }
 
@@ -135,9 +126,6 @@ impl<'scope> Env<'scope> {
     }
 
     pub(crate) fn metrics(&self, node: NodeIndex, name: &str) -> Arc<OperatorMetrics> {
-        self.shared
-            .context
-            .metrics
-            .register(node.index(), name, self.index())
+        self.shared.context.metrics.register(node.index(), name, self.index())
     }
 }

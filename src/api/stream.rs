@@ -20,15 +20,14 @@ pub struct Stream<'scope, D> {
     pub(crate) env: Env<'scope>,
     pub(crate) stream: StreamVec<'scope, Time, Record<D>>,
     pub(crate) node: NodeIndex,
+    /// Whether every record comes from one source instance and, after at most one exchange,
+    /// arrives in that source's order (see `window::operator`).
+    pub(crate) in_source_order: bool,
 }
 
 impl<D: Data> Clone for Stream<'_, D> {
     fn clone(&self) -> Self {
-        Stream {
-            env: self.env.clone(),
-            stream: self.stream.clone(),
-            node: self.node,
-        }
+        Stream { env: self.env.clone(), stream: self.stream.clone(), node: self.node, in_source_order: self.in_source_order }
     }
 }
 
@@ -37,24 +36,14 @@ impl<'scope, D: Data> Stream<'scope, D> {
         env: Env<'scope>,
         stream: StreamVec<'scope, Time, Record<D>>,
         node: NodeIndex,
+        in_source_order: bool,
     ) -> Self {
-        Stream { env, stream, node }
+        Stream { env, stream, node, in_source_order }
     }
 
-    fn then<E>(
-        &self,
-        stream: StreamVec<'scope, Time, Record<E>>,
-        name: &str,
-        kind: OperatorKind,
-    ) -> Stream<'scope, E> {
-        let node = self
-            .env
-            .add_node(name, kind, &[(self.node, Partitioning::Forward)]);
-        Stream {
-            env: self.env.clone(),
-            stream,
-            node,
-        }
+    fn then<E>(&self, stream: StreamVec<'scope, Time, Record<E>>, name: &str, kind: OperatorKind) -> Stream<'scope, E> {
+        let node = self.env.add_node(name, kind, &[(self.node, Partitioning::Forward)]);
+        Stream { env: self.env.clone(), stream, node, in_source_order: self.in_source_order }
     }
 
     /// The job-graph node that produces this stream.
@@ -83,27 +72,27 @@ impl<'scope, D: Data> Stream<'scope, D> {
         self.then(stream, "map", OperatorKind::Map)
     }
 
+    /// Transforms every value, seeing its event time too; event time and stamp are kept.
+    pub fn map_with_time<E: Data>(self, logic: impl Fn(i64, D) -> E + 'static) -> Stream<'scope, E> {
+        let stream = self.stream.clone().map(move |record: Record<D>| Record {
+            time_ms: record.time_ms,
+            watermark_ms: record.watermark_ms,
+            value: logic(record.time_ms, record.value),
+        });
+        self.then(stream, "map", OperatorKind::Map)
+    }
+
     /// Keeps the values for which `predicate` holds.
     pub fn filter(self, predicate: impl Fn(&D) -> bool + 'static) -> Stream<'scope, D> {
-        let stream = self
-            .stream
-            .clone()
-            .filter(move |record: &Record<D>| predicate(&record.value));
+        let stream = self.stream.clone().filter(move |record: &Record<D>| predicate(&record.value));
         self.then(stream, "filter", OperatorKind::Filter)
     }
 
     /// Replaces every value with any number of values, all at the same event time.
-    pub fn flat_map<E: Data, I: IntoIterator<Item = E>>(
-        self,
-        logic: impl Fn(D) -> I + 'static,
-    ) -> Stream<'scope, E> {
+    pub fn flat_map<E: Data, I: IntoIterator<Item = E>>(self, logic: impl Fn(D) -> I + 'static) -> Stream<'scope, E> {
         let stream = self.stream.clone().flat_map(move |record: Record<D>| {
             let (time_ms, watermark_ms) = (record.time_ms, record.watermark_ms);
-            logic(record.value).into_iter().map(move |value| Record {
-                time_ms,
-                watermark_ms,
-                value,
-            })
+            logic(record.value).into_iter().map(move |value| Record { time_ms, watermark_ms, value })
         });
         self.then(stream, "flat_map", OperatorKind::FlatMap)
     }
@@ -114,16 +103,9 @@ impl<'scope, D: Data> Stream<'scope, D> {
         let node = self.env.add_node(
             "union",
             OperatorKind::Union,
-            &[
-                (self.node, Partitioning::Forward),
-                (other.node, Partitioning::Forward),
-            ],
+            &[(self.node, Partitioning::Forward), (other.node, Partitioning::Forward)],
         );
-        Stream {
-            env: self.env.clone(),
-            stream,
-            node,
-        }
+        Stream { env: self.env.clone(), stream, node, in_source_order: false }
     }
 
     /// Partitions the stream by `key`: each key's records go to the worker that owns its key group
@@ -136,11 +118,7 @@ impl<'scope, D: Data> Stream<'scope, D> {
     /// behind (Flink's definition) — onto a second stream, and counts them. Nothing is dropped:
     /// returns `(on_time, late)`.
     pub fn split_late(self) -> (Stream<'scope, D>, Stream<'scope, D>) {
-        let node = self.env.add_node(
-            "split late",
-            OperatorKind::LateSplit,
-            &[(self.node, Partitioning::Forward)],
-        );
+        let node = self.env.add_node("split late", OperatorKind::LateSplit, &[(self.node, Partitioning::Forward)]);
         let metrics = self.env.metrics(node, "split late");
         let mut builder = OperatorBuilder::new("split late".to_string(), self.env.scope());
         let mut input = builder.new_input(self.stream.clone(), Pipeline);
@@ -172,71 +150,47 @@ impl<'scope, D: Data> Stream<'scope, D> {
                 });
             }
         });
-        let late_node = self.env.add_node(
-            "late records",
-            OperatorKind::Inspect,
-            &[(node, Partitioning::SideOutput("late"))],
-        );
+        let late_node =
+            self.env.add_node("late records", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))]);
         (
-            Stream {
-                env: self.env.clone(),
-                stream: on_time_stream,
-                node,
-            },
-            Stream {
-                env: self.env.clone(),
-                stream: late_stream,
-                node: late_node,
-            },
+            Stream { env: self.env.clone(), stream: on_time_stream, node, in_source_order: self.in_source_order },
+            Stream { env: self.env.clone(), stream: late_stream, node: late_node, in_source_order: self.in_source_order },
         )
     }
 
     /// Passes every record through unchanged and records, on this worker, each advance of the
     /// operator's watermark together with how many records it had seen by then.
     pub fn trace_watermarks(self, trace: &crate::time::WatermarkTrace) -> Stream<'scope, D> {
-        let node = self.env.add_node(
-            "trace watermarks",
-            OperatorKind::Inspect,
-            &[(self.node, Partitioning::Forward)],
-        );
+        let node = self.env.add_node("trace watermarks", OperatorKind::Inspect, &[(self.node, Partitioning::Forward)]);
         let metrics = self.env.metrics(node, "trace watermarks");
         let trace = trace.clone();
         let worker = self.env.index();
-        let stream =
-            self.stream
-                .clone()
-                .unary_frontier(Pipeline, "trace watermarks", move |_, _| {
-                    let mut seen: u64 = 0;
-                    let mut last = None;
-                    move |(input, frontier), output| {
-                        input.for_each(|time, data: &mut Vec<Record<D>>| {
-                            seen += data.len() as u64;
-                            OperatorMetrics::add(&metrics.records_in, data.len());
-                            OperatorMetrics::add(&metrics.records_out, data.len());
-                            output.session(&time).give_container(data);
-                        });
-                        let watermark_ms = crate::time::frontier_watermark(frontier.frontier());
-                        if last != Some(watermark_ms) {
-                            last = Some(watermark_ms);
-                            metrics.set_watermark(watermark_ms);
-                            trace.push(worker, seen, watermark_ms);
-                        }
-                    }
+        let stream = self.stream.clone().unary_frontier(Pipeline, "trace watermarks", move |_, _| {
+            let mut seen: u64 = 0;
+            let mut last = None;
+            move |(input, frontier), output| {
+                input.for_each(|time, data: &mut Vec<Record<D>>| {
+                    seen += data.len() as u64;
+                    OperatorMetrics::add(&metrics.records_in, data.len());
+                    OperatorMetrics::add(&metrics.records_out, data.len());
+                    output.session(&time).give_container(data);
                 });
-        Stream {
-            env: self.env.clone(),
-            stream,
-            node,
-        }
+                let watermark_ms = crate::time::frontier_watermark(frontier.frontier());
+                if last != Some(watermark_ms) {
+                    last = Some(watermark_ms);
+                    metrics.set_watermark(watermark_ms);
+                    trace.push(worker, seen, watermark_ms);
+                }
+            }
+        });
+        Stream { env: self.env.clone(), stream, node, in_source_order: self.in_source_order }
     }
 
     /// Writes every record to `sink` (Flink's `sinkTo`).
     pub fn sink(self, sink: impl Sink<D>) {
         let name = format!("sink: {}", sink.name());
         let partitioning = sink.partitioning();
-        let node = self
-            .env
-            .add_node(&name, OperatorKind::Sink, &[(self.node, partitioning)]);
+        let node = self.env.add_node(&name, OperatorKind::Sink, &[(self.node, partitioning)]);
         let metrics = self.env.metrics(node, &name);
         let context = self.env.context().clone();
         match partitioning {
@@ -248,9 +202,7 @@ impl<'scope, D: Data> Stream<'scope, D> {
                 context,
                 metrics,
             ),
-            _ => {
-                crate::runtime::sink_operator(self.stream, Pipeline, &name, sink, context, metrics)
-            }
+            _ => crate::runtime::sink_operator(self.stream, Pipeline, &name, sink, context, metrics),
         }
     }
 }

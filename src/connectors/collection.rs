@@ -14,13 +14,15 @@ pub struct CollectionSource<D> {
 impl<D> CollectionSource<D> {
     /// A source of `records`, in this order.
     pub fn new(records: Vec<(i64, D)>) -> Self {
-        CollectionSource {
-            records: Arc::new(records),
-        }
+        CollectionSource { records: Arc::new(records) }
     }
 }
 
 impl<D: Clone + Send + Sync + 'static> Source<D> for CollectionSource<D> {
+    fn is_single_stream(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> String {
         format!("collection of {}", self.records.len())
     }
@@ -29,10 +31,7 @@ impl<D: Clone + Send + Sync + 'static> Source<D> for CollectionSource<D> {
         if instance != 0 {
             return Ok(Box::new(FinishedReader));
         }
-        Ok(Box::new(CollectionReader {
-            records: Arc::clone(&self.records),
-            next: 0,
-        }))
+        Ok(Box::new(CollectionReader { records: Arc::clone(&self.records), next: 0 }))
     }
 }
 
@@ -46,11 +45,7 @@ impl<D: Clone> SourceReader<D> for CollectionReader<D> {
         let end = self.records.len().min(self.next + max_records);
         out.extend_from_slice(&self.records[self.next..end]);
         self.next = end;
-        Ok(if self.next == self.records.len() {
-            ReadStatus::Finished
-        } else {
-            ReadStatus::More
-        })
+        Ok(if self.next == self.records.len() { ReadStatus::Finished } else { ReadStatus::More })
     }
 
     fn offset(&self) -> u64 {

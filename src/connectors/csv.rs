@@ -31,12 +31,7 @@ pub struct CsvSource {
 impl CsvSource {
     /// Reads `path` from its start; a bad line fails the job.
     pub fn new(path: impl AsRef<Path>) -> Self {
-        CsvSource {
-            path: path.as_ref().to_path_buf(),
-            policy: BadLinePolicy::Fail,
-            start_offset: 0,
-            start_line: 0,
-        }
+        CsvSource { path: path.as_ref().to_path_buf(), policy: BadLinePolicy::Fail, start_offset: 0, start_line: 0 }
     }
 
     /// Sets what happens to bad lines.
@@ -56,6 +51,10 @@ impl CsvSource {
 }
 
 impl Source<Event> for CsvSource {
+    fn is_single_stream(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> String {
         format!("csv {}", self.path.display())
     }
@@ -64,10 +63,8 @@ impl Source<Event> for CsvSource {
         if instance != 0 {
             return Ok(Box::new(FinishedReader));
         }
-        let mut file =
-            File::open(&self.path).map_err(|e| Error::io("cannot open input", &self.path, e))?;
-        file.seek(SeekFrom::Start(self.start_offset))
-            .map_err(|e| Error::io("cannot seek in input", &self.path, e))?;
+        let mut file = File::open(&self.path).map_err(|e| Error::io("cannot open input", &self.path, e))?;
+        file.seek(SeekFrom::Start(self.start_offset)).map_err(|e| Error::io("cannot seek in input", &self.path, e))?;
         let dead_letter = match &self.policy {
             BadLinePolicy::Fail => None,
             BadLinePolicy::Skip { dead_letter } => {
@@ -101,11 +98,7 @@ struct CsvReader {
 impl CsvReader {
     fn skip_or_fail(&mut self, reason: String) -> Result<()> {
         let Some((out, path)) = self.dead_letter.as_mut() else {
-            return Err(Error::BadLine {
-                file: self.file_name.clone(),
-                line: self.line,
-                reason,
-            });
+            return Err(Error::BadLine { file: self.file_name.clone(), line: self.line, reason });
         };
         let line = trim_line_end(&self.buffer);
         out.write_all(line)
@@ -132,9 +125,7 @@ impl SourceReader<Event> for CsvReader {
                 .map_err(|e| Error::io("cannot read input", &self.file_name, e))?;
             if read == 0 {
                 if let Some((out, path)) = self.dead_letter.as_mut() {
-                    out.flush().map_err(|e| {
-                        Error::io("cannot write dead-letter file", path.as_path(), e)
-                    })?;
+                    out.flush().map_err(|e| Error::io("cannot write dead-letter file", path.as_path(), e))?;
                 }
                 return Ok(ReadStatus::Finished);
             }
@@ -168,18 +159,12 @@ impl SourceReader<Event> for CsvReader {
 ///
 /// Returns `Ok(None)` for a header: line 1 whose time and value fields are both not integers.
 /// Otherwise a reason people can act on.
-pub fn parse_event_line(
-    text: &str,
-    line: u64,
-) -> std::result::Result<Option<(i64, Event)>, String> {
+pub fn parse_event_line(text: &str, line: u64) -> std::result::Result<Option<(i64, Event)>, String> {
     let mut fields = text.split(',');
-    let (Some(key), Some(time), Some(value), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
+    let (Some(key), Some(time), Some(value), None) = (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         let count = text.split(',').count();
-        return Err(format!(
-            "expected 3 comma-separated fields `key,event_time_ms,value`, found {count}"
-        ));
+        return Err(format!("expected 3 comma-separated fields `key,event_time_ms,value`, found {count}"));
     };
     let time_ms = time.trim().parse::<i64>();
     let amount = value.trim().parse::<i64>();
@@ -190,18 +175,10 @@ pub fn parse_event_line(
     if key.is_empty() {
         return Err("the key (field 1) is empty".to_string());
     }
-    let time_ms = time_ms.map_err(|_| {
-        format!("event_time_ms (field 2) {time:?} is not an integer number of milliseconds")
-    })?;
+    let time_ms =
+        time_ms.map_err(|_| format!("event_time_ms (field 2) {time:?} is not an integer number of milliseconds"))?;
     let amount = amount.map_err(|_| format!("value (field 3) {value:?} is not an integer"))?;
-    Ok(Some((
-        time_ms,
-        Event {
-            key: key.to_string(),
-            value: amount,
-            line,
-        },
-    )))
+    Ok(Some((time_ms, Event { key: key.to_string(), value: amount, line })))
 }
 
 #[cfg(test)]
@@ -211,28 +188,10 @@ mod tests {
     #[test]
     fn lines_parse_and_headers_are_recognised() {
         assert_eq!(parse_event_line("key,event_time_ms,value", 1), Ok(None));
-        assert_eq!(
-            parse_event_line("k1,-5,7", 3),
-            Ok(Some((
-                -5,
-                Event {
-                    key: "k1".to_string(),
-                    value: 7,
-                    line: 3
-                }
-            )))
-        );
-        assert!(
-            parse_event_line("key,event_time_ms,value", 2)
-                .unwrap_err()
-                .contains("field 2")
-        );
+        assert_eq!(parse_event_line("k1,-5,7", 3), Ok(Some((-5, Event { key: "k1".to_string(), value: 7, line: 3 }))));
+        assert!(parse_event_line("key,event_time_ms,value", 2).unwrap_err().contains("field 2"));
         assert!(parse_event_line("k1,5", 2).unwrap_err().contains("found 2"));
-        assert!(
-            parse_event_line("k1,5,x", 1)
-                .unwrap_err()
-                .contains("field 3")
-        );
+        assert!(parse_event_line("k1,5,x", 1).unwrap_err().contains("field 3"));
         assert!(parse_event_line(",5,1", 2).unwrap_err().contains("empty"));
     }
 }

@@ -79,22 +79,14 @@ pub fn generate_events(config: &GeneratorConfig) -> impl Iterator<Item = (i64, E
     let config = config.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     (0..config.events).map(move |index| {
-        let due_ms =
-            config.start_ms + (index as i128 * 1_000 / config.events_per_second as i128) as i64;
+        let due_ms = config.start_ms + (index as i128 * 1_000 / config.events_per_second as i128) as i64;
         let key = rng.random_range(0..config.keys);
         let value = rng.random_range(0..100i64);
         let mut time_ms = due_ms - rng.random_range(0..=config.disorder_ms);
         if config.late_fraction > 0.0 && rng.random_bool(config.late_fraction) {
             time_ms -= rng.random_range(1..=config.straggler_ms_max);
         }
-        (
-            time_ms,
-            Event {
-                key: format!("k{key}"),
-                value,
-                line: index + 1,
-            },
-        )
+        (time_ms, Event { key: format!("k{key}"), value, line: index + 1 })
     })
 }
 
@@ -120,11 +112,12 @@ impl GeneratorSource {
 }
 
 impl Source<Event> for GeneratorSource {
+    fn is_single_stream(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> String {
-        format!(
-            "generator seed={} events={}",
-            self.config.seed, self.config.events
-        )
+        format!("generator seed={} events={}", self.config.seed, self.config.events)
     }
 
     fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SourceReader<Event>>> {
@@ -132,10 +125,7 @@ impl Source<Event> for GeneratorSource {
         if instance != 0 {
             return Ok(Box::new(FinishedReader));
         }
-        Ok(Box::new(GeneratorReader {
-            events: Box::new(generate_events(&self.config)),
-            offset: 0,
-        }))
+        Ok(Box::new(GeneratorReader { events: Box::new(generate_events(&self.config)), offset: 0 }))
     }
 }
 
@@ -150,11 +140,7 @@ impl SourceReader<Event> for GeneratorReader {
         out.extend(self.events.by_ref().take(max_records));
         let produced = out.len() - before;
         self.offset += produced as u64;
-        Ok(if produced < max_records {
-            ReadStatus::Finished
-        } else {
-            ReadStatus::More
-        })
+        Ok(if produced < max_records { ReadStatus::Finished } else { ReadStatus::More })
     }
 
     fn offset(&self) -> u64 {
@@ -168,25 +154,14 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_events_and_disorder_is_bounded() {
-        let config = GeneratorConfig {
-            events: 2_000,
-            late_fraction: 0.0,
-            ..GeneratorConfig::default()
-        };
+        let config = GeneratorConfig { events: 2_000, late_fraction: 0.0, ..GeneratorConfig::default() };
         let first: Vec<_> = generate_events(&config).collect();
         assert_eq!(first, generate_events(&config).collect::<Vec<_>>());
-        let other: Vec<_> = generate_events(&GeneratorConfig {
-            seed: 1,
-            ..config.clone()
-        })
-        .collect();
+        let other: Vec<_> = generate_events(&GeneratorConfig { seed: 1, ..config.clone() }).collect();
         assert_ne!(first, other);
         let mut max_seen = i64::MIN;
         for (time_ms, _) in &first {
-            assert!(
-                *time_ms >= max_seen.saturating_sub(config.disorder_ms),
-                "disorder beyond the bound"
-            );
+            assert!(*time_ms >= max_seen.saturating_sub(config.disorder_ms), "disorder beyond the bound");
             max_seen = max_seen.max(*time_ms);
         }
     }

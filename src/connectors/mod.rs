@@ -45,10 +45,7 @@ pub struct Event {
 impl Event {
     /// Writes the record back as an input line, `key,event_time_ms,value`.
     pub fn to_csv_line(record: &Record<Event>) -> String {
-        format!(
-            "{},{},{}",
-            record.value.key, record.time_ms, record.value.value
-        )
+        format!("{},{},{}", record.value.key, record.time_ms, record.value.value)
     }
 }
 
@@ -69,6 +66,12 @@ pub trait Source<D>: Send + Sync + 'static {
     fn name(&self) -> String;
     /// Opens the reader of instance `instance` of `instances`.
     fn open(&self, instance: usize, instances: usize) -> Result<Box<dyn SourceReader<D>>>;
+    /// Whether only instance 0 produces records (one file, one socket, one sequence). Then
+    /// downstream operators see the records in the source's own order and can follow its
+    /// watermark record by record. The default, `false`, is always safe.
+    fn is_single_stream(&self) -> bool {
+        false
+    }
 }
 
 /// One instance's reader.

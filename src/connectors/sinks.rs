@@ -23,17 +23,13 @@ pub struct CollectSink<D> {
 
 impl<D> Clone for CollectSink<D> {
     fn clone(&self) -> Self {
-        CollectSink {
-            records: Arc::clone(&self.records),
-        }
+        CollectSink { records: Arc::clone(&self.records) }
     }
 }
 
 impl<D> Default for CollectSink<D> {
     fn default() -> Self {
-        CollectSink {
-            records: Arc::new(Mutex::new(Vec::new())),
-        }
+        CollectSink { records: Arc::new(Mutex::new(Vec::new())) }
     }
 }
 
@@ -53,11 +49,7 @@ impl<D: Clone> CollectSink<D> {
     where
         D: Ord,
     {
-        let mut values: Vec<D> = self
-            .records()
-            .into_iter()
-            .map(|record| record.value)
-            .collect();
+        let mut values: Vec<D> = self.records().into_iter().map(|record| record.value).collect();
         values.sort();
         values
     }
@@ -75,10 +67,7 @@ impl<D: Clone + Send + 'static> Sink<D> for CollectSink<D> {
 
 impl<D: Clone> SinkWriter<D> for CollectSink<D> {
     fn write(&mut self, records: &[Record<D>]) -> Result<()> {
-        self.records
-            .lock()
-            .expect("collect sink poisoned")
-            .extend_from_slice(records);
+        self.records.lock().expect("collect sink poisoned").extend_from_slice(records);
         Ok(())
     }
 
@@ -101,11 +90,7 @@ impl<D> CsvSink<D> {
         header: Option<&str>,
         format: impl Fn(&Record<D>) -> String + Send + Sync + 'static,
     ) -> Self {
-        CsvSink {
-            path: path.as_ref().to_path_buf(),
-            header: header.map(str::to_string),
-            format: Arc::new(format),
-        }
+        CsvSink { path: path.as_ref().to_path_buf(), header: header.map(str::to_string), format: Arc::new(format) }
     }
 }
 
@@ -120,24 +105,15 @@ impl<D: 'static> Sink<D> for CsvSink<D> {
 
     fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SinkWriter<D>>> {
         if instance != 0 {
-            return Ok(Box::new(LineWriter {
-                out: None,
-                format: Arc::clone(&self.format),
-                context: String::new(),
-            }));
+            return Ok(Box::new(LineWriter { out: None, format: Arc::clone(&self.format), context: String::new() }));
         }
-        let file = File::create(&self.path)
-            .map_err(|e| Error::io("cannot create output", &self.path, e))?;
+        let file = File::create(&self.path).map_err(|e| Error::io("cannot create output", &self.path, e))?;
         let mut out: Box<dyn Write> = Box::new(BufWriter::with_capacity(1 << 16, file));
         let context = format!("output {}", self.path.display());
         if let Some(header) = &self.header {
             writeln!(out, "{header}").map_err(|e| Error::io("cannot write", &context, e))?;
         }
-        Ok(Box::new(LineWriter {
-            out: Some(out),
-            format: Arc::clone(&self.format),
-            context,
-        }))
+        Ok(Box::new(LineWriter { out: Some(out), format: Arc::clone(&self.format), context }))
     }
 }
 
@@ -149,9 +125,7 @@ pub struct StdoutSink<D> {
 impl<D> StdoutSink<D> {
     /// A sink printing `format(record)` lines.
     pub fn new(format: impl Fn(&Record<D>) -> String + Send + Sync + 'static) -> Self {
-        StdoutSink {
-            format: Arc::new(format),
-        }
+        StdoutSink { format: Arc::new(format) }
     }
 }
 
@@ -165,13 +139,8 @@ impl<D: 'static> Sink<D> for StdoutSink<D> {
     }
 
     fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SinkWriter<D>>> {
-        let out: Option<Box<dyn Write>> =
-            (instance == 0).then(|| Box::new(std::io::stdout()) as Box<dyn Write>);
-        Ok(Box::new(LineWriter {
-            out,
-            format: Arc::clone(&self.format),
-            context: "stdout".to_string(),
-        }))
+        let out: Option<Box<dyn Write>> = (instance == 0).then(|| Box::new(std::io::stdout()) as Box<dyn Write>);
+        Ok(Box::new(LineWriter { out, format: Arc::clone(&self.format), context: "stdout".to_string() }))
     }
 }
 
@@ -184,23 +153,18 @@ struct LineWriter<D> {
 impl<D> SinkWriter<D> for LineWriter<D> {
     fn write(&mut self, records: &[Record<D>]) -> Result<()> {
         let Some(out) = self.out.as_mut() else {
-            assert!(
-                records.is_empty(),
-                "a gathering sink received records on a worker other than 0"
-            );
+            assert!(records.is_empty(), "a gathering sink received records on a worker other than 0");
             return Ok(());
         };
         for record in records {
-            writeln!(out, "{}", (self.format)(record))
-                .map_err(|e| Error::io("cannot write", &self.context, e))?;
+            writeln!(out, "{}", (self.format)(record)).map_err(|e| Error::io("cannot write", &self.context, e))?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
         if let Some(out) = self.out.as_mut() {
-            out.flush()
-                .map_err(|e| Error::io("cannot write", &self.context, e))?;
+            out.flush().map_err(|e| Error::io("cannot write", &self.context, e))?;
         }
         Ok(())
     }

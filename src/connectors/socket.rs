@@ -20,13 +20,15 @@ pub struct SocketSource {
 impl SocketSource {
     /// A source reading from `address` (`host:port`).
     pub fn new(address: &str) -> Self {
-        SocketSource {
-            address: address.to_string(),
-        }
+        SocketSource { address: address.to_string() }
     }
 }
 
 impl Source<Event> for SocketSource {
+    fn is_single_stream(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> String {
         format!("socket {}", self.address)
     }
@@ -36,19 +38,9 @@ impl Source<Event> for SocketSource {
             return Ok(Box::new(FinishedReader));
         }
         let context = format!("socket {}", self.address);
-        let stream = TcpStream::connect(&self.address)
-            .map_err(|e| Error::io("cannot connect to", &self.address, e))?;
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("cannot configure", &self.address, e))?;
-        Ok(Box::new(SocketReader {
-            context,
-            stream,
-            pending: Vec::new(),
-            line: 0,
-            offset: 0,
-            closed: false,
-        }))
+        let stream = TcpStream::connect(&self.address).map_err(|e| Error::io("cannot connect to", &self.address, e))?;
+        stream.set_nonblocking(true).map_err(|e| Error::io("cannot configure", &self.address, e))?;
+        Ok(Box::new(SocketReader { context, stream, pending: Vec::new(), line: 0, offset: 0, closed: false }))
     }
 }
 
@@ -85,11 +77,7 @@ impl SocketReader {
                 }
                 Ok(None) => {}
                 Err(reason) => {
-                    return Err(Error::BadLine {
-                        file: self.context.clone(),
-                        line: self.line,
-                        reason,
-                    });
+                    return Err(Error::BadLine { file: self.context.clone(), line: self.line, reason });
                 }
             }
         }

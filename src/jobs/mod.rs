@@ -1,3 +1,4 @@
 //! The jobs the `flowlab` command runs, written against the public API like any user's job.
 
 pub mod watermarks;
+pub mod window;

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::api::Env;
 use crate::connectors::{
-    BadLinePolicy, CollectSink, CsvSink, CsvSource, Event, GeneratorConfig, GeneratorSource, Sink,
-    SinkWriter, SocketSource,
+    BadLinePolicy, CollectSink, CsvSink, CsvSource, Event, GeneratorConfig, GeneratorSource, Sink, SinkWriter,
+    SocketSource,
 };
 use crate::error::Result;
 use crate::runtime::{JobConfig, JobReport, execute};
@@ -76,11 +76,7 @@ impl Sink<(String, u64)> for FinalCounts {
         "count per key".to_string()
     }
 
-    fn open(
-        &self,
-        _instance: usize,
-        _instances: usize,
-    ) -> Result<Box<dyn SinkWriter<(String, u64)>>> {
+    fn open(&self, _instance: usize, _instances: usize) -> Result<Box<dyn SinkWriter<(String, u64)>>> {
         Ok(Box::new(self.clone()))
     }
 }
@@ -121,22 +117,16 @@ impl Outputs {
 
 fn build(env: &Env<'_>, job: &WatermarksJob, outputs: &Outputs) {
     let events = match &job.input {
-        Input::Csv(path) => env.source(
-            CsvSource::new(path).on_bad_line(job.bad_lines.clone()),
-            job.strategy.clone(),
-        ),
+        Input::Csv(path) => env.source(CsvSource::new(path).on_bad_line(job.bad_lines.clone()), job.strategy.clone()),
         Input::Socket(address) => env.source(SocketSource::new(address), job.strategy.clone()),
-        Input::Generated(config) => {
-            env.source(GeneratorSource::new(config.clone()), job.strategy.clone())
-        }
+        Input::Generated(config) => env.source(GeneratorSource::new(config.clone()), job.strategy.clone()),
     };
     if let Some(points) = &outputs.points {
         events.clone().sink(points.clone());
     }
     let (on_time, late) = events.split_late();
     if let Some(path) = &job.late_output {
-        late.clone()
-            .sink(CsvSink::new(path, None, Event::to_csv_line));
+        late.clone().sink(CsvSink::new(path, None, Event::to_csv_line));
     }
     late.sink(outputs.late.clone());
     on_time
@@ -162,12 +152,7 @@ pub fn run_watermarks(job: &WatermarksJob, config: &JobConfig) -> Result<Waterma
     let report = execute(config, move |env| build(env, &shared_job, &for_workers))?;
     let mut late = shared_outputs.late.records();
     late.sort_by_key(|record| record.value.line);
-    let on_time_per_key = shared_outputs
-        .counts
-        .0
-        .lock()
-        .expect("counts poisoned")
-        .clone();
+    let on_time_per_key = shared_outputs.counts.0.lock().expect("counts poisoned").clone();
     let mut points: Vec<WatermarkPoint> = shared_outputs
         .points
         .as_ref()
@@ -184,11 +169,5 @@ pub fn run_watermarks(job: &WatermarksJob, config: &JobConfig) -> Result<Waterma
         })
         .unwrap_or_default();
     points.sort_by_key(|point| point.position);
-    Ok(WatermarksOutcome {
-        report,
-        trace: shared_outputs.trace.clone(),
-        late,
-        on_time_per_key,
-        points,
-    })
+    Ok(WatermarksOutcome { report, trace: shared_outputs.trace.clone(), late, on_time_per_key, points })
 }

@@ -166,11 +166,7 @@ where
     let metrics = config.metrics.clone();
     let failure = JobFailure::default();
     let Substrate::Threads { workers } = config.substrate;
-    let (name, clock, max_parallelism) = (
-        config.name.clone(),
-        Arc::clone(&config.clock),
-        config.max_parallelism,
-    );
+    let (name, clock, max_parallelism) = (config.name.clone(), Arc::clone(&config.clock), config.max_parallelism);
     let worker_metrics = metrics.clone();
     let worker_failure = failure.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -206,9 +202,7 @@ pub fn plan<F>(name: &str, parallelism: usize, job: F) -> JobGraph
 where
     F: Fn(&Env<'_>),
 {
-    let allocator = timely::communication::Allocator::Thread(
-        timely::communication::allocator::Thread::default(),
-    );
+    let allocator = timely::communication::Allocator::Thread(timely::communication::allocator::Thread::default());
     let mut worker = Worker::new(timely::WorkerConfig::default(), allocator, None);
     let context = WorkerContext {
         index: 0,

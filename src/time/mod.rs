@@ -66,11 +66,7 @@ pub struct Record<D> {
 impl<D> Record<D> {
     /// A record with event time `time_ms` judged against watermark `watermark_ms`.
     pub fn new(time_ms: i64, watermark_ms: i64, value: D) -> Self {
-        Record {
-            time_ms,
-            watermark_ms,
-            value,
-        }
+        Record { time_ms, watermark_ms, value }
     }
 
     /// Flink's definition of a late element for a process function: its timestamp is not after
@@ -81,11 +77,7 @@ impl<D> Record<D> {
 
     /// The same time and stamp with another value.
     pub fn with_value<E>(&self, value: E) -> Record<E> {
-        Record {
-            time_ms: self.time_ms,
-            watermark_ms: self.watermark_ms,
-            value,
-        }
+        Record { time_ms: self.time_ms, watermark_ms: self.watermark_ms, value }
     }
 }
 
@@ -97,11 +89,7 @@ pub fn event_coordinate(watermark_ms: i64) -> i64 {
 /// The watermark an operator has reached, given its input frontier: one less than the least event
 /// coordinate in the frontier, or [`WATERMARK_MAX`] once the frontier is empty (input finished).
 pub fn frontier_watermark(frontier: AntichainRef<'_, Time>) -> i64 {
-    frontier
-        .iter()
-        .map(|time| time.inner.saturating_sub(1))
-        .min()
-        .unwrap_or(WATERMARK_MAX)
+    frontier.iter().map(|time| time.inner.saturating_sub(1)).min().unwrap_or(WATERMARK_MAX)
 }
 
 /// Writes a watermark for people: `-inf` and `+inf` for the two ends.
@@ -116,18 +104,11 @@ pub fn format_watermark(watermark_ms: i64) -> String {
 /// Parses a duration written `500ms`, `10s`, `2m` or `1h` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, Error> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let bad = |why: &str| Error::Duration {
-        text: text.to_string(),
-        reason: why.to_string(),
-    };
+    let bad = |why: &str| Error::Duration { text: text.to_string(), reason: why.to_string() };
     if digits.is_empty() {
-        return Err(bad(
-            "it must start with a whole number, as in 500ms, 10s, 2m or 1h",
-        ));
+        return Err(bad("it must start with a whole number, as in 500ms, 10s, 2m or 1h"));
     }
     let amount: i64 = digits.parse().map_err(|_| bad("the number is too large"))?;
     let unit_ms = match unit {
@@ -138,9 +119,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, Error> {
         "" => return Err(bad("a unit is missing: write ms, s, m or h")),
         _ => return Err(bad("the unit must be ms, s, m or h")),
     };
-    amount
-        .checked_mul(unit_ms)
-        .ok_or_else(|| bad("the duration is too large"))
+    amount.checked_mul(unit_ms).ok_or_else(|| bad("the duration is too large"))
 }
 
 /// Writes milliseconds back in the shortest exact unit (`2000` → `2s`).
@@ -174,14 +153,8 @@ pub struct BoundedOutOfOrderness {
 impl BoundedOutOfOrderness {
     /// A generator that trusts events to be at most `delay_ms` out of order.
     pub fn new(delay_ms: i64) -> Self {
-        assert!(
-            delay_ms >= 0,
-            "an out-of-orderness bound cannot be negative"
-        );
-        BoundedOutOfOrderness {
-            delay_ms,
-            max_time_ms: None,
-        }
+        assert!(delay_ms >= 0, "an out-of-orderness bound cannot be negative");
+        BoundedOutOfOrderness { delay_ms, max_time_ms: None }
     }
 }
 
@@ -221,10 +194,7 @@ impl WatermarkStrategy {
 
     /// Flink's `forBoundedOutOfOrderness(delay)`: watermark = `max_ts_seen - delay - 1`.
     pub fn bounded(out_of_orderness_ms: i64) -> Self {
-        assert!(
-            out_of_orderness_ms >= 0,
-            "an out-of-orderness bound cannot be negative"
-        );
+        assert!(out_of_orderness_ms >= 0, "an out-of-orderness bound cannot be negative");
         WatermarkStrategy {
             factory: Arc::new(move || Box::new(BoundedOutOfOrderness::new(out_of_orderness_ms))),
             description: format!("bounded:{}", format_duration_ms(out_of_orderness_ms)),
@@ -237,11 +207,7 @@ impl WatermarkStrategy {
         description: &str,
         factory: impl Fn() -> Box<dyn WatermarkGenerator> + Send + Sync + 'static,
     ) -> Self {
-        WatermarkStrategy {
-            factory: Arc::new(factory),
-            description: description.to_string(),
-            idle_timeout_ms: None,
-        }
+        WatermarkStrategy { factory: Arc::new(factory), description: description.to_string(), idle_timeout_ms: None }
     }
 
     /// Flink's `withIdleness(timeout)`.
@@ -322,21 +288,13 @@ impl WatermarkTrace {
                 previous.watermark_ms
             );
         }
-        steps.push(WatermarkStep {
-            worker,
-            records_seen,
-            watermark_ms,
-        });
+        steps.push(WatermarkStep { worker, records_seen, watermark_ms });
     }
 
     /// Every step of one worker, in order.
     pub fn steps_of(&self, worker: usize) -> Vec<WatermarkStep> {
         let steps = self.steps.lock().expect("watermark trace poisoned");
-        steps
-            .iter()
-            .filter(|step| step.worker == worker)
-            .copied()
-            .collect()
+        steps.iter().filter(|step| step.worker == worker).copied().collect()
     }
 }
 
@@ -352,9 +310,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
     }
 }
@@ -368,9 +324,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `now_ms`.
     pub fn new(now_ms: i64) -> Self {
-        ManualClock {
-            now_ms: Arc::new(AtomicI64::new(now_ms)),
-        }
+        ManualClock { now_ms: Arc::new(AtomicI64::new(now_ms)) }
     }
 
     /// Moves the clock forward by `delta_ms` (never backwards).
@@ -417,14 +371,8 @@ mod tests {
 
     #[test]
     fn strategies_parse() {
-        assert_eq!(
-            WatermarkStrategy::parse("bounded:2s").unwrap().to_string(),
-            "bounded:2s"
-        );
-        assert_eq!(
-            WatermarkStrategy::parse("monotonous").unwrap().to_string(),
-            "monotonous"
-        );
+        assert_eq!(WatermarkStrategy::parse("bounded:2s").unwrap().to_string(), "bounded:2s");
+        assert_eq!(WatermarkStrategy::parse("monotonous").unwrap().to_string(), "monotonous");
         let mut monotonous = WatermarkStrategy::monotonous().generator();
         monotonous.on_event(100);
         assert_eq!(monotonous.current_watermark(), 99);

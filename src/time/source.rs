@@ -82,25 +82,16 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                     return;
                 }
             };
-            metrics
-                .records_bad
-                .store(reader.bad_records(), std::sync::atomic::Ordering::Relaxed);
+            metrics.records_bad.store(reader.bad_records(), std::sync::atomic::Ordering::Relaxed);
 
             if !batch.is_empty() {
                 OperatorMetrics::add(&metrics.records_out, batch.len());
                 let mut session = output.session(&*held);
                 for (time_ms, value) in batch.drain(..) {
-                    session.give(Record {
-                        time_ms,
-                        watermark_ms,
-                        value,
-                    });
+                    session.give(Record { time_ms, watermark_ms, value });
                     generator.on_event(time_ms);
                     let next_ms = generator.current_watermark();
-                    assert!(
-                        next_ms >= watermark_ms,
-                        "watermark regressed from {watermark_ms} to {next_ms}"
-                    );
+                    assert!(next_ms >= watermark_ms, "watermark regressed from {watermark_ms} to {next_ms}");
                     watermark_ms = next_ms;
                 }
                 drop(session);

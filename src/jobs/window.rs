@@ -1,0 +1,331 @@
+//! The `flowlab window` job: one windowed aggregation over a CSV file, for comparing window
+//! semantics without writing Rust.
+//!
+//! ```text
+//! csv source [watermark] → map (attach event time) → key_by key → window [assigner, lateness] aggregate
+//!                                                                   ├─ results → rows sorted by (end, key, start)
+//!                                                                   └─ late → original lines, in input order
+//! ```
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Env, JobGraph, KeyedStream, WindowedStream};
+use crate::connectors::{BadLinePolicy, CollectSink, CsvSource, Event};
+use crate::error::{Error, Result};
+use crate::runtime::{JobConfig, JobReport, execute, plan};
+use crate::time::{Record, WatermarkStrategy, parse_duration_ms};
+use crate::window::{AggregateFunction, SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowResult};
+
+/// Which windows, as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// `tumbling:10s`
+    Tumbling {
+        /// Window size.
+        size_ms: i64,
+    },
+    /// `sliding:10s,5s`
+    Sliding {
+        /// Window size.
+        size_ms: i64,
+        /// Slide.
+        slide_ms: i64,
+    },
+    /// `session:3s`
+    Session {
+        /// Gap.
+        gap_ms: i64,
+    },
+    /// `count:100` or `count:100,10`
+    Count {
+        /// Elements per window.
+        size: i64,
+        /// Fire every `slide` elements (a sliding count window), if given.
+        slide: Option<i64>,
+    },
+}
+
+impl WindowSpec {
+    /// Parses `tumbling:10s`, `sliding:10s,5s`, `session:3s`, `count:100` or `count:100,10`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let usage = || {
+            Error::Usage(format!(
+                "bad window {text:?}: write tumbling:<size>, sliding:<size>,<slide>, session:<gap>, count:<n> or count:<n>,<slide>"
+            ))
+        };
+        let (kind, arguments) = text.split_once(':').ok_or_else(usage)?;
+        let parts: Vec<&str> = arguments.split(',').map(str::trim).collect();
+        let count = |part: &str| -> Result<i64> {
+            match part.parse::<i64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Error::Usage(format!("bad count {part:?} in window {text:?}: it must be a positive whole number"))),
+            }
+        };
+        match (kind, parts.as_slice()) {
+            ("tumbling", [size]) => Ok(WindowSpec::Tumbling { size_ms: parse_duration_ms(size)? }),
+            ("sliding", [size, slide]) => {
+                Ok(WindowSpec::Sliding { size_ms: parse_duration_ms(size)?, slide_ms: parse_duration_ms(slide)? })
+            }
+            ("session", [gap]) => Ok(WindowSpec::Session { gap_ms: parse_duration_ms(gap)? }),
+            ("count", [size]) => Ok(WindowSpec::Count { size: count(size)?, slide: None }),
+            ("count", [size, slide]) => Ok(WindowSpec::Count { size: count(size)?, slide: Some(count(slide)?) }),
+            _ => Err(usage()),
+        }
+    }
+}
+
+/// An aggregate the command can compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Number of elements.
+    Count,
+    /// Sum of values.
+    Sum,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+}
+
+impl Aggregate {
+    /// Parses a comma-separated list such as `count,sum`.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>> {
+        text.split(',')
+            .map(|name| match name.trim() {
+                "count" => Ok(Aggregate::Count),
+                "sum" => Ok(Aggregate::Sum),
+                "min" => Ok(Aggregate::Min),
+                "max" => Ok(Aggregate::Max),
+                other => Err(Error::Usage(format!("unknown aggregate {other:?}: choose from count, sum, min, max"))),
+            })
+            .collect()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Sum => "sum",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+        }
+    }
+}
+
+/// Everything the `window` job needs.
+#[derive(Clone, Debug)]
+pub struct WindowJob {
+    /// The CSV input.
+    pub input: PathBuf,
+    /// Which windows.
+    pub window: WindowSpec,
+    /// Watermark strategy of the source.
+    pub strategy: WatermarkStrategy,
+    /// Allowed lateness.
+    pub lateness_ms: i64,
+    /// Window offset (tumbling and sliding).
+    pub offset_ms: i64,
+    /// What happens to bad input lines.
+    pub bad_lines: BadLinePolicy,
+}
+
+/// An element as the window sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Element {
+    key: String,
+    time_ms: i64,
+    value: i64,
+    line: u64,
+}
+
+/// count, sum, min, max of values, and the span of event times (the bounds of count windows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stats {
+    /// Elements.
+    pub count: i64,
+    /// Sum of values.
+    pub sum: i64,
+    /// Smallest value.
+    pub min: i64,
+    /// Largest value.
+    pub max: i64,
+    /// Earliest event time.
+    pub first_ms: i64,
+    /// Latest event time.
+    pub last_ms: i64,
+}
+
+struct StatsAggregate;
+
+impl AggregateFunction<Element> for StatsAggregate {
+    type Accumulator = Stats;
+    type Output = Stats;
+
+    fn create_accumulator(&self) -> Stats {
+        Stats { count: 0, sum: 0, min: i64::MAX, max: i64::MIN, first_ms: i64::MAX, last_ms: i64::MIN }
+    }
+
+    fn add(&self, stats: &mut Stats, element: &Element) {
+        stats.count += 1;
+        stats.sum = stats.sum.wrapping_add(element.value);
+        stats.min = stats.min.min(element.value);
+        stats.max = stats.max.max(element.value);
+        stats.first_ms = stats.first_ms.min(element.time_ms);
+        stats.last_ms = stats.last_ms.max(element.time_ms);
+    }
+
+    fn merge(&self, stats: &mut Stats, other: Stats) {
+        stats.count += other.count;
+        stats.sum = stats.sum.wrapping_add(other.sum);
+        stats.min = stats.min.min(other.min);
+        stats.max = stats.max.max(other.max);
+        stats.first_ms = stats.first_ms.min(other.first_ms);
+        stats.last_ms = stats.last_ms.max(other.last_ms);
+    }
+
+    fn result(&self, stats: &Stats) -> Stats {
+        *stats
+    }
+}
+
+/// One output row: a window firing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowRow<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// Window start (count windows: earliest event time).
+    pub start: i64,
+    /// Window end, exclusive (count windows: latest event time + 1).
+    pub end: i64,
+    /// The aggregates.
+    pub stats: Stats,
+}
+
+/// What the job produced.
+#[derive(Debug)]
+pub struct WindowOutcome {
+    /// Every firing, sorted by `(window_end, key, window_start)`, then firing order.
+    pub results: Vec<WindowResult<String, Stats>>,
+    /// Elements too late for every window, as input lines, in input order.
+    pub late_lines: Vec<String>,
+    /// Graph and counters.
+    pub report: JobReport,
+}
+
+impl WindowOutcome {
+    /// The rows of the output file.
+    pub fn rows(&self, count_windows: bool) -> Vec<WindowRow<'_>> {
+        self.results
+            .iter()
+            .map(|result| {
+                let (start, end) = if count_windows {
+                    (result.value.first_ms, result.value.last_ms + 1)
+                } else {
+                    (result.window.start, result.window.end)
+                };
+                WindowRow { key: &result.key, start, end, stats: result.value }
+            })
+            .collect()
+    }
+}
+
+/// Renders rows as CSV with a header: `key,window_start,window_end,` then the aggregates.
+pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
+    let mut out = String::from("key,window_start,window_end");
+    for aggregate in aggregates {
+        out.push(',');
+        out.push_str(aggregate.name());
+    }
+    out.push('\n');
+    for row in rows {
+        let _ = write!(out, "{},{},{}", row.key, row.start, row.end);
+        for aggregate in aggregates {
+            let value = match aggregate {
+                Aggregate::Count => row.stats.count,
+                Aggregate::Sum => row.stats.sum,
+                Aggregate::Min => row.stats.min,
+                Aggregate::Max => row.stats.max,
+            };
+            let _ = write!(out, ",{value}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn windowed<'scope>(job: &WindowJob, keyed: KeyedStream<'scope, String, Element>) -> Result<WindowedStream<'scope, String, Element>> {
+    Ok(match job.window {
+        WindowSpec::Tumbling { size_ms } => {
+            keyed.window(TumblingWindows::new(size_ms, job.offset_ms, TimeDomain::EventTime)?)
+        }
+        WindowSpec::Sliding { size_ms, slide_ms } => {
+            keyed.window(SlidingWindows::new(size_ms, slide_ms, job.offset_ms, TimeDomain::EventTime)?)
+        }
+        WindowSpec::Session { gap_ms } => keyed.window(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime)?),
+        WindowSpec::Count { size, slide: None } => keyed.count_window(size),
+        WindowSpec::Count { size, slide: Some(slide) } => keyed.count_window_sliding(size, slide),
+    }
+    .allowed_lateness(job.lateness_ms))
+}
+
+struct Outputs {
+    results: CollectSink<WindowResult<String, Stats>>,
+    late: CollectSink<Element>,
+}
+
+fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
+    let keyed = env
+        .source(CsvSource::new(&job.input).on_bad_line(job.bad_lines.clone()), job.strategy.clone())
+        .map_with_time(|time_ms, event: Event| Element { key: event.key, time_ms, value: event.value, line: event.line })
+        .key_by(|element: &Element| element.key.clone());
+    let output = windowed(job, keyed)?.aggregate(StatsAggregate);
+    output.results.sink(outputs.results.clone());
+    output.late.sink(outputs.late.clone());
+    Ok(())
+}
+
+fn check(job: &WindowJob) -> Result<()> {
+    // Building validates the window parameters; do it once here so that workers never fail on them.
+    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new() };
+    let result = std::cell::RefCell::new(Ok(()));
+    plan("window", 1, |env| *result.borrow_mut() = build(env, job, &outputs));
+    result.into_inner()
+}
+
+/// The job's graph, without running it.
+pub fn plan_window(job: &WindowJob, parallelism: usize) -> Result<JobGraph> {
+    check(job)?;
+    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new() };
+    Ok(plan("window", parallelism, |env| {
+        let _ = build(env, job, &outputs);
+    }))
+}
+
+/// Runs the job: results sorted by `(window_end, key, window_start)`, late lines in input order.
+pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> {
+    check(job)?;
+    let outputs = Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new() });
+    let (for_workers, shared_job) = (Arc::clone(&outputs), job.clone());
+    let report = execute(config, move |env| {
+        build(env, &shared_job, &for_workers).expect("checked before the run");
+    })?;
+    // Each key lives on one worker, and a worker's results arrive in firing order, so a stable
+    // sort keeps the late firings of one window in the order they happened.
+    let mut results: Vec<Record<WindowResult<String, Stats>>> = outputs.results.records();
+    results.sort_by(|a, b| {
+        (a.value.window.end, &a.value.key, a.value.window.start).cmp(&(b.value.window.end, &b.value.key, b.value.window.start))
+    });
+    let mut results: Vec<WindowResult<String, Stats>> = results.into_iter().map(|record| record.value).collect();
+    if matches!(job.window, WindowSpec::Count { .. }) {
+        // Count windows are reported by the span of their elements.
+        results.sort_by(|a, b| (a.value.last_ms, &a.key, a.value.first_ms).cmp(&(b.value.last_ms, &b.key, b.value.first_ms)));
+    }
+    let mut late = outputs.late.records();
+    late.sort_by_key(|record| record.value.line);
+    let late_lines =
+        late.iter().map(|record| format!("{},{},{}", record.value.key, record.time_ms, record.value.value)).collect();
+    Ok(WindowOutcome { results, late_lines, report })
+}

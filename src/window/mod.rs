@@ -1,0 +1,99 @@
+//! Windows with Flink's semantics.
+//!
+//! A window operator answers four questions for every element, and flowlab answers each exactly as
+//! Flink's `WindowOperator` does:
+//!
+//! 1. **Which windows?** The [`WindowAssigner`] says: one tumbling window, `size / slide` sliding
+//!    windows, a session `[t, t + gap)` that merges with the key's open sessions when they touch,
+//!    or the one global window. Time windows are aligned to the epoch (plus an offset), also for
+//!    negative timestamps: `start = t - floor_mod(t - offset, size)`.
+//! 2. **Too late?** A window is late once `window.max_timestamp() + allowed_lateness <= watermark`
+//!    (event time only). The element is dropped from that window only; an element dropped from
+//!    *every* window goes to the late side output, counted — never silently lost.
+//! 3. **When to emit?** The [`Trigger`] decides, on each element, event-time timer and
+//!    processing-time timer: continue, fire, purge, or fire and purge. The default event-time
+//!    trigger fires when the watermark reaches `max_timestamp()`, and again for every late element
+//!    within the allowed lateness (a *late firing* re-emits the updated window).
+//! 4. **What to emit?** An incremental [`AggregateFunction`] (or reduce) folds elements as they
+//!    come; a [`ProcessWindowFunction`] sees all elements, after an optional [`Evictor`].
+//!
+//! # Which watermark?
+//!
+//! An element is judged against the larger of its own watermark stamp (the watermark its source
+//! had emitted before it, see [`crate::time`]) and the operator's frontier watermark. Before the
+//! element is processed, its key's event-time timers up to that watermark fire — exactly what
+//! Flink does when the watermark arrives ahead of the element. Timers of other keys fire when the
+//! frontier passes them. Because every record whose stamp is below `W` has arrived by the time the
+//! frontier reaches `W`, no window can fire before all of its on-time elements are in: firing
+//! never depends on batching, timing or parallelism.
+//!
+//! The state lives per key in ordered maps; nothing iterates a hash map, so the order of results
+//! is a function of the input.
+
+mod assigner;
+mod evictor;
+mod function;
+mod operator;
+mod trigger;
+
+pub use assigner::{GlobalWindows, SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowAssigner};
+pub use evictor::{CountEvictor, Evictor, TimeEvictor};
+pub use function::{AggregateFunction, Aggregating, ProcessWindowFunction, Processing, ReduceAggregate, WindowLogic};
+pub use operator::{Emit, WindowCore, WindowCounts, WindowSettings};
+pub use trigger::{
+    ContinuousEventTimeTrigger, CountTrigger, EventTimeTrigger, NeverTrigger, ProcessingTimeTrigger, PurgingTrigger,
+    TRIGGER_STATE_SLOTS, Trigger, TriggerContext, TriggerResult,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// A window: the half-open interval `[start, end)` of event (or processing) time.
+///
+/// The global window is `[i64::MIN, i64::MAX)` with [`max_timestamp`](Self::max_timestamp)
+/// `i64::MAX`, as Flink's `GlobalWindow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Window {
+    /// First millisecond in the window.
+    pub start: i64,
+    /// First millisecond after the window.
+    pub end: i64,
+}
+
+impl Window {
+    /// The global window, holding everything.
+    pub const GLOBAL: Window = Window { start: i64::MIN, end: i64::MAX };
+
+    /// The window `[start, end)`.
+    pub fn new(start: i64, end: i64) -> Self {
+        debug_assert!(start < end, "empty window [{start}, {end})");
+        Window { start, end }
+    }
+
+    /// The largest timestamp in the window, `end - 1` (Flink's `maxTimestamp`); results of the
+    /// window carry this event time.
+    pub fn max_timestamp(&self) -> i64 {
+        if *self == Window::GLOBAL { i64::MAX } else { self.end - 1 }
+    }
+
+    /// Flink's `TimeWindow.intersects`: inclusive at both ends, so `[0, 3)` and `[3, 6)` intersect
+    /// and sessions exactly one gap apart merge.
+    pub fn intersects(&self, other: &Window) -> bool {
+        self.start <= other.end && self.end >= other.start
+    }
+
+    /// The smallest window covering both.
+    pub fn cover(&self, other: &Window) -> Window {
+        Window { start: self.start.min(other.start), end: self.end.max(other.end) }
+    }
+}
+
+/// One firing of a window: the key, the window, and the function's result.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowResult<K, R> {
+    /// The key.
+    pub key: K,
+    /// The window that fired.
+    pub window: Window,
+    /// What the window function produced.
+    pub value: R,
+}

@@ -1,0 +1,470 @@
+//! The window operator's logic, free of timely: [`WindowCore`].
+//!
+//! The timely operator (in `api::windowed`) feeds it elements, frontier watermarks and the clock;
+//! `WindowCore` does what Flink's `WindowOperator` does, in the same order, and returns what to
+//! emit. Keeping it free of timely lets tests and labs drive it step by step.
+//!
+//! # Two ways to know the watermark
+//!
+//! *Per record* (when the input arrives in the order of one source instance, as after a single
+//! `key_by` from a file): the operator's watermark advances to each record's stamp before the
+//! record is processed — Flink's operator receiving the source's watermark, then the record. Every
+//! firing is then exactly Flink's, independent of batching and parallelism.
+//!
+//! *By frontier* (several sources, or records already reordered by an earlier exchange): the
+//! operator's watermark is timely's frontier, the minimum over all inputs, as in Flink. Firing is
+//! still never early; which elements count as late can then depend on timing — as it does in Flink.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::assigner::WindowAssigner;
+use super::function::WindowLogic;
+use super::trigger::{TimerRequest, Trigger, TriggerContext, TriggerResult, TriggerState};
+use super::{Window, WindowResult};
+use crate::error::Result;
+use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
+
+/// How a window operator is configured.
+pub struct WindowSettings<D> {
+    /// Which windows an element belongs to.
+    pub assigner: Arc<dyn WindowAssigner<D>>,
+    /// When windows fire.
+    pub trigger: Arc<dyn Trigger<D>>,
+    /// How long after a window's end late elements are still added (and fire it again).
+    pub allowed_lateness_ms: i64,
+    /// Whether the watermark advances with each record's stamp (see the module docs).
+    pub per_record_watermarks: bool,
+}
+
+impl<D> Clone for WindowSettings<D> {
+    fn clone(&self) -> Self {
+        WindowSettings {
+            assigner: Arc::clone(&self.assigner),
+            trigger: Arc::clone(&self.trigger),
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            per_record_watermarks: self.per_record_watermarks,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Domain {
+    Event,
+    Processing,
+}
+
+struct Entry<C> {
+    contents: Option<C>,
+    trigger_state: TriggerState,
+}
+
+struct KeyState<C> {
+    windows: BTreeMap<Window, Entry<C>>,
+    /// `(domain, timer time, window)` → the time from which it may fire (see `register_timer`).
+    timers: BTreeMap<(Domain, i64, Window), i64>,
+}
+
+impl<C> Default for KeyState<C> {
+    fn default() -> Self {
+        KeyState { windows: BTreeMap::new(), timers: BTreeMap::new() }
+    }
+}
+
+/// Counts kept by the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    /// Elements received.
+    pub elements: u64,
+    /// Elements dropped from every window they belong to (all went to the late output).
+    pub late: u64,
+    /// Results emitted.
+    pub fired: u64,
+}
+
+/// One worker's window operator state and logic.
+pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
+    settings: WindowSettings<D>,
+    logic: L,
+    keys: BTreeMap<K, KeyState<L::Contents>>,
+    /// Event-time timers by `(may fire from, time, key, window)`: the firing order.
+    event_queue: BTreeSet<(i64, i64, K, Window)>,
+    /// Processing-time timers by `(time, key, window)`.
+    processing_queue: BTreeSet<(i64, K, Window)>,
+    watermark_ms: i64,
+    counts: WindowCounts,
+    assigned: Vec<Window>,
+    requests: Vec<TimerRequest>,
+    emitted: Vec<L::Output>,
+}
+
+/// Where a firing's results and an element's late copy go.
+pub struct Emit<'a, K, D, O> {
+    /// Window results, as records at the window's `max_timestamp()`.
+    pub results: &'a mut Vec<Record<WindowResult<K, O>>>,
+    /// Elements too late for every window.
+    pub late: &'a mut Vec<Record<D>>,
+}
+
+impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
+    /// An empty operator.
+    pub fn new(settings: WindowSettings<D>, logic: L) -> Self {
+        assert!(settings.allowed_lateness_ms >= 0, "allowed lateness cannot be negative");
+        WindowCore {
+            settings,
+            logic,
+            keys: BTreeMap::new(),
+            event_queue: BTreeSet::new(),
+            processing_queue: BTreeSet::new(),
+            watermark_ms: WATERMARK_MIN,
+            counts: WindowCounts::default(),
+            assigned: Vec::new(),
+            requests: Vec::new(),
+            emitted: Vec::new(),
+        }
+    }
+
+    /// The operator's watermark.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// What the operator has counted.
+    pub fn counts(&self) -> WindowCounts {
+        self.counts
+    }
+
+    /// Whether no window and no timer is left.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.event_queue.is_empty() && self.processing_queue.is_empty()
+    }
+
+    /// The earliest pending processing-time timer, if any.
+    pub fn next_processing_timer(&self) -> Option<i64> {
+        self.processing_queue.first().map(|(time, ..)| *time)
+    }
+
+    fn cleanup_time(&self, window: &Window) -> i64 {
+        if self.settings.assigner.is_event_time() {
+            let cleanup = window.max_timestamp().wrapping_add(self.settings.allowed_lateness_ms);
+            if cleanup >= window.max_timestamp() { cleanup } else { WATERMARK_MAX }
+        } else {
+            window.max_timestamp()
+        }
+    }
+
+    fn is_window_late(&self, window: &Window, watermark_ms: i64) -> bool {
+        self.settings.assigner.is_event_time() && self.cleanup_time(window) <= watermark_ms
+    }
+
+    /// Moves the watermark to `watermark_ms` and fires every event-time timer up to it, in
+    /// timestamp order; the frontier calls this. A lower watermark than the current is ignored.
+    pub fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
+        if watermark_ms <= self.watermark_ms {
+            return;
+        }
+        let previous = self.watermark_ms;
+        // Results of this advance reach downstream before the new watermark does, as in Flink:
+        // they carry the previous watermark as their stamp.
+        while let Some((from, time, key, window)) = self.event_queue.first().cloned() {
+            if from > watermark_ms {
+                break;
+            }
+            self.event_queue.remove(&(from, time, key.clone(), window));
+            assert!(time <= watermark_ms, "timer {time} fired early, at watermark {watermark_ms}");
+            self.fire_timer(Domain::Event, time, key, window, watermark_ms, previous, now_ms, emit);
+        }
+        self.watermark_ms = watermark_ms;
+    }
+
+    /// Fires every processing-time timer before `now_ms` (Flink fires a timer for `T` once the
+    /// clock reaches `T + 1`).
+    pub fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
+        while let Some((time, key, window)) = self.processing_queue.first().cloned() {
+            if time >= now_ms {
+                break;
+            }
+            self.processing_queue.remove(&(time, key.clone(), window));
+            let watermark_ms = self.watermark_ms;
+            self.fire_timer(Domain::Processing, time, key, window, watermark_ms, watermark_ms, now_ms, emit);
+        }
+    }
+
+    /// Processes one element of `key`. With per-record watermarks the watermark first advances to
+    /// the record's stamp.
+    pub fn on_element(
+        &mut self,
+        key: K,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut Emit<'_, K, D, L::Output>,
+    ) -> Result<()> {
+        if self.settings.per_record_watermarks {
+            self.advance_watermark(record.watermark_ms, now_ms, emit);
+        }
+        self.counts.elements += 1;
+        let watermark_ms = self.watermark_ms;
+        let mut assigned = std::mem::take(&mut self.assigned);
+        assigned.clear();
+        self.settings.assigner.assign(&record.value, record.time_ms, now_ms, &mut assigned)?;
+        let mut accepted = false;
+        for window in assigned.iter().copied() {
+            let window = if self.settings.assigner.is_merging() {
+                match self.merge_into_sessions(&key, window, watermark_ms, now_ms) {
+                    Some(actual) => actual,
+                    None => continue,
+                }
+            } else {
+                if self.is_window_late(&window, watermark_ms) {
+                    continue;
+                }
+                window
+            };
+            accepted = true;
+            let state = self.keys.entry(key.clone()).or_default();
+            let entry = state
+                .windows
+                .entry(window)
+                .or_insert_with(|| Entry { contents: None, trigger_state: Default::default() });
+            let contents = entry.contents.get_or_insert_with(|| self.logic.empty());
+            self.logic.add(contents, record.time_ms, &record.value);
+            self.requests.clear();
+            let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
+            let result = self.settings.trigger.on_element(&record.value, record.time_ms, &window, &mut ctx);
+            self.apply_requests(&key, &window, watermark_ms, false);
+            self.act(&key, &window, result, watermark_ms, emit);
+            self.register_cleanup_timer(&key, &window, watermark_ms);
+        }
+        self.assigned = assigned;
+        if !accepted {
+            self.counts.late += 1;
+            emit.late.push(record);
+        }
+        Ok(())
+    }
+
+    /// Session merging (Flink's `MergingWindowSet.addWindow` and the merge callback). Returns the
+    /// window the element goes to, or `None` if that window is late.
+    fn merge_into_sessions(&mut self, key: &K, new_window: Window, watermark_ms: i64, now_ms: i64) -> Option<Window> {
+        let existing: Vec<Window> =
+            self.keys.get(key).map(|state| state.windows.keys().copied().collect()).unwrap_or_default();
+        // Sort by start and sweep with the running cover, as `TimeWindow.mergeWindows` does;
+        // keep the group that contains the new window.
+        let mut all = existing.clone();
+        all.push(new_window);
+        all.sort();
+        let mut group: Vec<Window> = Vec::new();
+        let mut cover: Option<Window> = None;
+        let mut found = false;
+        for window in all {
+            match cover {
+                Some(current) if current.intersects(&window) => {
+                    cover = Some(current.cover(&window));
+                    group.push(window);
+                }
+                _ => {
+                    if found {
+                        break;
+                    }
+                    cover = Some(window);
+                    group = vec![window];
+                }
+            }
+            if window == new_window {
+                found = true;
+            }
+        }
+        let result = cover.expect("the new window is in some group");
+        let mut merged: Vec<Window> = group.into_iter().filter(|w| *w != new_window || existing.contains(w)).collect();
+        merged.dedup();
+        let real_merge = !merged.is_empty() && !(merged.len() == 1 && merged[0] == result);
+        if real_merge {
+            debug_assert!(
+                !self.is_window_late(&result, watermark_ms),
+                "merging made a window late: Flink rejects this; it cannot happen with built-in assigners"
+            );
+            let state = self.keys.get_mut(key).expect("merged windows exist");
+            let mut merged_contents: Option<L::Contents> = None;
+            let mut merged_states: Vec<TriggerState> = Vec::new();
+            for window in &merged {
+                let entry = state.windows.remove(window).expect("listed above");
+                merged_states.push(entry.trigger_state);
+                if let Some(contents) = entry.contents {
+                    match merged_contents.as_mut() {
+                        None => merged_contents = Some(contents),
+                        Some(into) => self.logic.merge(into, contents),
+                    }
+                }
+            }
+            let mut target = Entry { contents: merged_contents, trigger_state: Default::default() };
+            self.requests.clear();
+            let mut ctx = TriggerContext::new(
+                watermark_ms,
+                now_ms,
+                &mut target.trigger_state,
+                &merged_states,
+                &mut self.requests,
+            );
+            self.settings.trigger.on_merge(&result, &mut ctx);
+            state.windows.insert(result, target);
+            self.apply_requests(key, &result, watermark_ms, false);
+            // The merged windows' timers (trigger and cleanup) go with them.
+            for window in &merged {
+                self.remove_timers(key, window);
+            }
+        }
+        if self.is_window_late(&result, watermark_ms) {
+            debug_assert!(!real_merge);
+            return None;
+        }
+        Some(result)
+    }
+
+    fn act(
+        &mut self,
+        key: &K,
+        window: &Window,
+        result: TriggerResult,
+        stamp_ms: i64,
+        emit: &mut Emit<'_, K, D, L::Output>,
+    ) {
+        if result == TriggerResult::Continue {
+            return;
+        }
+        let Some(entry) = self.keys.get_mut(key).and_then(|state| state.windows.get_mut(window)) else { return };
+        if result.is_fire()
+            && let Some(contents) = entry.contents.as_mut()
+        {
+            self.emitted.clear();
+            self.logic.emit(key, window, stamp_ms, contents, &mut self.emitted);
+            for value in self.emitted.drain(..) {
+                self.counts.fired += 1;
+                emit.results.push(Record {
+                    time_ms: window.max_timestamp(),
+                    watermark_ms: stamp_ms,
+                    value: WindowResult { key: key.clone(), window: *window, value },
+                });
+            }
+        }
+        if result.is_purge() {
+            entry.contents = None;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fire_timer(
+        &mut self,
+        domain: Domain,
+        time_ms: i64,
+        key: K,
+        window: Window,
+        watermark_ms: i64,
+        stamp_ms: i64,
+        now_ms: i64,
+        emit: &mut Emit<'_, K, D, L::Output>,
+    ) {
+        let Some(state) = self.keys.get_mut(&key) else { return };
+        state.timers.remove(&(domain, time_ms, window));
+        let Some(entry) = state.windows.get_mut(&window) else { return };
+        self.requests.clear();
+        let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
+        let result = match domain {
+            Domain::Event => self.settings.trigger.on_event_time(time_ms, &window, &mut ctx),
+            Domain::Processing => self.settings.trigger.on_processing_time(time_ms, &window, &mut ctx),
+        };
+        self.apply_requests(&key, &window, watermark_ms, true);
+        self.act(&key, &window, result, stamp_ms, emit);
+        let cleanup_domain = if self.settings.assigner.is_event_time() { Domain::Event } else { Domain::Processing };
+        if domain == cleanup_domain && time_ms == self.cleanup_time(&window) {
+            self.clear_window(&key, &window, watermark_ms, now_ms);
+        }
+    }
+
+    fn clear_window(&mut self, key: &K, window: &Window, watermark_ms: i64, now_ms: i64) {
+        let state = self.keys.get_mut(key).expect("a window being cleared exists");
+        if let Some(mut entry) = state.windows.remove(window) {
+            self.requests.clear();
+            let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
+            self.settings.trigger.clear(window, &mut ctx);
+        }
+        self.remove_timers(key, window);
+        if self.keys.get(key).is_some_and(|state| state.windows.is_empty() && state.timers.is_empty()) {
+            self.keys.remove(key);
+        }
+    }
+
+    fn remove_timers(&mut self, key: &K, window: &Window) {
+        let Some(state) = self.keys.get_mut(key) else { return };
+        let doomed: Vec<(Domain, i64, Window)> = state.timers.keys().filter(|(_, _, w)| w == window).copied().collect();
+        for (domain, time, window) in doomed {
+            self.delete_timer(key, &window, domain, time);
+        }
+    }
+
+    fn register_cleanup_timer(&mut self, key: &K, window: &Window, watermark_ms: i64) {
+        let cleanup = self.cleanup_time(window);
+        if cleanup == WATERMARK_MAX {
+            return;
+        }
+        let domain = if self.settings.assigner.is_event_time() { Domain::Event } else { Domain::Processing };
+        self.register_timer(key, window, domain, cleanup, watermark_ms, false);
+    }
+
+    /// Registers a timer. A timer at or below the watermark registered outside a firing waits for
+    /// the next, strictly higher watermark (as in Flink); registered while timers fire, it fires in
+    /// the same advance.
+    fn register_timer(
+        &mut self,
+        key: &K,
+        window: &Window,
+        domain: Domain,
+        time_ms: i64,
+        watermark_ms: i64,
+        firing: bool,
+    ) {
+        let from = match domain {
+            Domain::Event if !firing => time_ms.max(watermark_ms.saturating_add(1)),
+            _ => time_ms,
+        };
+        let state = self.keys.entry(key.clone()).or_default();
+        if state.timers.contains_key(&(domain, time_ms, *window)) {
+            return;
+        }
+        state.timers.insert((domain, time_ms, *window), from);
+        match domain {
+            Domain::Event => self.event_queue.insert((from, time_ms, key.clone(), *window)),
+            Domain::Processing => self.processing_queue.insert((time_ms, key.clone(), *window)),
+        };
+    }
+
+    fn delete_timer(&mut self, key: &K, window: &Window, domain: Domain, time_ms: i64) {
+        let Some(state) = self.keys.get_mut(key) else { return };
+        if let Some(from) = state.timers.remove(&(domain, time_ms, *window)) {
+            self.unqueue(key, window, domain, time_ms, from);
+        }
+    }
+
+    fn unqueue(&mut self, key: &K, window: &Window, domain: Domain, time_ms: i64, from: i64) {
+        match domain {
+            Domain::Event => self.event_queue.remove(&(from, time_ms, key.clone(), *window)),
+            Domain::Processing => self.processing_queue.remove(&(time_ms, key.clone(), *window)),
+        };
+    }
+
+    fn apply_requests(&mut self, key: &K, window: &Window, watermark_ms: i64, firing: bool) {
+        let requests = std::mem::take(&mut self.requests);
+        for request in &requests {
+            match *request {
+                TimerRequest::RegisterEventTime(time) => {
+                    self.register_timer(key, window, Domain::Event, time, watermark_ms, firing)
+                }
+                TimerRequest::DeleteEventTime(time) => self.delete_timer(key, window, Domain::Event, time),
+                TimerRequest::RegisterProcessingTime(time) => {
+                    self.register_timer(key, window, Domain::Processing, time, watermark_ms, firing)
+                }
+                TimerRequest::DeleteProcessingTime(time) => self.delete_timer(key, window, Domain::Processing, time),
+            }
+        }
+        self.requests = requests;
+    }
+}
