@@ -287,7 +287,8 @@ fn window_command(args: &WindowArgs) -> Result<()> {
         }
         write_text(path, &lines)?;
     }
-    let destination = args.late_output.as_ref().map_or("counted".to_string(), |p| format!("written to {}", p.display()));
+    let destination =
+        args.late_output.as_ref().map_or("counted".to_string(), |p| format!("written to {}", p.display()));
     eprintln!(
         "{} window firings; {} elements too late for every window ({destination})",
         rows.len(),
@@ -365,7 +366,7 @@ fn print_watermarks(args: &WatermarksArgs, job: &WatermarksJob, outcome: &Waterm
         let records: u64 = steps.last().map_or(0, |s| s.records_seen);
         let last_finite = steps.iter().rev().find(|s| s.watermark_ms != i64::MAX).map_or(i64::MIN, |s| s.watermark_ms);
         println!(
-            "worker {worker}: {records} records, watermark advanced {} times, last before end of input {}, then {}",
+            "worker {worker}: {records} on-time records counted; frontier watermark advanced {} times, to {} before the end of input, then {}",
             steps.len().saturating_sub(1),
             format_watermark(last_finite),
             format_watermark(steps.last().map_or(i64::MIN, |s| s.watermark_ms)),

@@ -14,7 +14,13 @@
 //! The hash must be *stable*: the same key must land in the same key group in every process, every
 //! run and every build, or a restored snapshot would put state on the wrong worker. Rust's
 //! `RandomState` is seeded per process, so flowlab never uses it for routing; [`stable_hash`] is
-//! FNV-1a over the key's `Hash` stream.
+//! FNV-1a over the key's `Hash` stream, with a final avalanche step.
+//!
+//! A limit to know: the standard library does not promise that the `Hash` byte stream of a type
+//! stays the same across Rust versions or platforms (integers are written in native byte order).
+//! A test pins the hash of a string and an integer key, so a change is caught before it can put
+//! restored state on the wrong worker; a key type with its own byte encoding can come with the
+//! checkpoint format.
 
 use std::hash::{Hash, Hasher};
 
@@ -81,9 +87,13 @@ mod tests {
 
     #[test]
     fn the_hash_is_pinned() {
-        // Routing must never change between builds: these values are part of the snapshot format.
+        // Routing must not change between builds: these values are part of the snapshot format.
+        // If this fails, a compiler or dependency changed the `Hash` byte stream of these types.
+        assert_eq!(stable_hash("user-1"), 9_937_253_131_524_686_792);
+        assert_eq!(stable_hash(&42u64), 16_239_707_572_940_805_204);
+        assert_eq!(key_group("user-1", 128), 72);
+        assert_eq!(key_group(&42u64, 128), 84);
         assert_eq!(stable_hash("user-1"), stable_hash(&"user-1".to_string()));
-        assert_eq!(key_group("user-1", 128), key_group("user-1", 128));
         let groups: std::collections::BTreeSet<u32> = (0..1000).map(|i| key_group(&format!("k{i}"), 128)).collect();
         assert!(groups.len() > 120, "1000 keys should touch nearly every key group, touched {}", groups.len());
     }

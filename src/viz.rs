@@ -117,19 +117,20 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
     }
     let _ = writeln!(svg, "</g>");
 
-    let legend_x = right - 260.0;
+    let legend_x = right - 330.0;
     let _ = writeln!(
         svg,
-        r##"<g><circle cx="{legend_x}" cy="{MARGIN_TOP}" r="3" fill="#9a9a9a"/><text x="{}" y="{}">event on time</text><circle cx="{}" cy="{MARGIN_TOP}" r="3" fill="#d62728"/><text x="{}" y="{}">late event ({})</text><path d="M{legend_x} {} h20" stroke="#1f5fbf" stroke-width="1.5"/><text x="{}" y="{}">watermark</text></g>"##,
+        r##"<g><circle cx="{legend_x}" cy="{MARGIN_TOP}" r="3" fill="#9a9a9a"/><text x="{}" y="{}">event on time</text><circle cx="{}" cy="{MARGIN_TOP}" r="3" fill="#d62728"/><text x="{}" y="{}">late event ({})</text><path d="M{} {} h20" stroke="#1f5fbf" stroke-width="1.5"/><text x="{}" y="{}">watermark</text></g>"##,
         legend_x + 8.0,
         MARGIN_TOP + 4.0,
         legend_x + 100.0,
         legend_x + 108.0,
         MARGIN_TOP + 4.0,
         points.iter().filter(|p| p.late).count(),
-        MARGIN_TOP + 16.0,
-        legend_x + 28.0,
-        MARGIN_TOP + 20.0
+        legend_x + 230.0,
+        MARGIN_TOP,
+        legend_x + 256.0,
+        MARGIN_TOP + 4.0
     );
     svg.push_str("</svg>\n");
     svg

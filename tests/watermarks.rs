@@ -171,3 +171,43 @@ fn an_idle_source_stops_holding_back_the_watermark() {
         "the watermark never advanced while the quiet source was idle: {released:?}"
     );
 }
+
+/// A generator that breaks the contract: its watermark goes back after the second event.
+struct Regressing(u32);
+
+impl flowlab::time::WatermarkGenerator for Regressing {
+    fn on_event(&mut self, _time_ms: i64) {
+        self.0 += 1;
+    }
+
+    fn current_watermark(&self) -> i64 {
+        if self.0 >= 2 { 0 } else { 100 }
+    }
+}
+
+#[test]
+fn a_regressing_watermark_generator_fails_the_job_with_a_clear_error_on_any_parallelism() {
+    for parallelism in [1, 2] {
+        let strategy = WatermarkStrategy::custom("regressing", || Box::new(Regressing(0)));
+        let result = execute(&JobConfig::threads("regress", parallelism), move |env: &Env| {
+            env.source(CollectionSource::new(vec![(1, 1u8), (2, 2), (3, 3)]), strategy.clone())
+                .key_by(|value| *value)
+                .reduce(|a, _| *a)
+                .sink(CollectSink::new());
+        });
+        let message = result.expect_err("the job must fail").to_string();
+        assert!(message.contains("regressed from 100 to 0"), "{message}");
+    }
+}
+
+#[test]
+fn a_panicking_operator_ends_the_job_with_its_message_instead_of_hanging() {
+    let result = execute(&JobConfig::threads("panic", 2), move |env: &Env| {
+        env.source(CollectionSource::new((0..100).map(|i| (i, i)).collect()), WatermarkStrategy::bounded(0))
+            .key_by(|value| *value % 2)
+            .reduce(|a, b| if *b == 57 { panic!("planted bug at 57") } else { a + b })
+            .sink(CollectSink::new());
+    });
+    let message = result.expect_err("the job must fail").to_string();
+    assert!(message.contains("planted bug at 57"), "{message}");
+}

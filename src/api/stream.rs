@@ -27,7 +27,12 @@ pub struct Stream<'scope, D> {
 
 impl<D: Data> Clone for Stream<'_, D> {
     fn clone(&self) -> Self {
-        Stream { env: self.env.clone(), stream: self.stream.clone(), node: self.node, in_source_order: self.in_source_order }
+        Stream {
+            env: self.env.clone(),
+            stream: self.stream.clone(),
+            node: self.node,
+            in_source_order: self.in_source_order,
+        }
     }
 }
 
@@ -154,7 +159,12 @@ impl<'scope, D: Data> Stream<'scope, D> {
             self.env.add_node("late records", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))]);
         (
             Stream { env: self.env.clone(), stream: on_time_stream, node, in_source_order: self.in_source_order },
-            Stream { env: self.env.clone(), stream: late_stream, node: late_node, in_source_order: self.in_source_order },
+            Stream {
+                env: self.env.clone(),
+                stream: late_stream,
+                node: late_node,
+                in_source_order: self.in_source_order,
+            },
         )
     }
 

@@ -62,7 +62,9 @@ impl WindowSpec {
         let count = |part: &str| -> Result<i64> {
             match part.parse::<i64>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(Error::Usage(format!("bad count {part:?} in window {text:?}: it must be a positive whole number"))),
+                _ => Err(Error::Usage(format!(
+                    "bad count {part:?} in window {text:?}: it must be a positive whole number"
+                ))),
             }
         };
         match (kind, parts.as_slice()) {
@@ -256,7 +258,10 @@ pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
     out
 }
 
-fn windowed<'scope>(job: &WindowJob, keyed: KeyedStream<'scope, String, Element>) -> Result<WindowedStream<'scope, String, Element>> {
+fn windowed<'scope>(
+    job: &WindowJob,
+    keyed: KeyedStream<'scope, String, Element>,
+) -> Result<WindowedStream<'scope, String, Element>> {
     Ok(match job.window {
         WindowSpec::Tumbling { size_ms } => {
             keyed.window(TumblingWindows::new(size_ms, job.offset_ms, TimeDomain::EventTime)?)
@@ -279,7 +284,12 @@ struct Outputs {
 fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
     let keyed = env
         .source(CsvSource::new(&job.input).on_bad_line(job.bad_lines.clone()), job.strategy.clone())
-        .map_with_time(|time_ms, event: Event| Element { key: event.key, time_ms, value: event.value, line: event.line })
+        .map_with_time(|time_ms, event: Event| Element {
+            key: event.key,
+            time_ms,
+            value: event.value,
+            line: event.line,
+        })
         .key_by(|element: &Element| element.key.clone());
     let output = windowed(job, keyed)?.aggregate(StatsAggregate);
     output.results.sink(outputs.results.clone());
@@ -316,12 +326,18 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
     // sort keeps the late firings of one window in the order they happened.
     let mut results: Vec<Record<WindowResult<String, Stats>>> = outputs.results.records();
     results.sort_by(|a, b| {
-        (a.value.window.end, &a.value.key, a.value.window.start).cmp(&(b.value.window.end, &b.value.key, b.value.window.start))
+        (a.value.window.end, &a.value.key, a.value.window.start).cmp(&(
+            b.value.window.end,
+            &b.value.key,
+            b.value.window.start,
+        ))
     });
     let mut results: Vec<WindowResult<String, Stats>> = results.into_iter().map(|record| record.value).collect();
     if matches!(job.window, WindowSpec::Count { .. }) {
         // Count windows are reported by the span of their elements.
-        results.sort_by(|a, b| (a.value.last_ms, &a.key, a.value.first_ms).cmp(&(b.value.last_ms, &b.key, b.value.first_ms)));
+        results.sort_by(|a, b| {
+            (a.value.last_ms, &a.key, a.value.first_ms).cmp(&(b.value.last_ms, &b.key, b.value.first_ms))
+        });
     }
     let mut late = outputs.late.records();
     late.sort_by_key(|record| record.value.line);

@@ -134,6 +134,9 @@ impl JobConfig {
     }
 }
 
+/// The longest a worker sleeps without activity before it looks at the failure flag again.
+const PARK_MAX: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What a finished job leaves behind.
 #[derive(Clone, Debug)]
 pub struct JobReport {
@@ -178,21 +181,35 @@ where
             failure: worker_failure.clone(),
             max_parallelism,
         };
-        let graph = build_job(worker, &name, context, &job);
-        while worker.has_dataflows() {
-            worker.step_or_park(None);
-        }
-        graph
+        let index = worker.index();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let graph = build_job(worker, &name, context, &job);
+            // Every worker watches the failure flag, so that one worker's failure (or panic) ends
+            // the job instead of leaving the others waiting for its progress forever.
+            while worker.has_dataflows() && !worker_failure.is_failed() {
+                worker.step_or_park(Some(PARK_MAX));
+            }
+            graph
+        }));
+        run.map_err(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            worker_failure.fail(Error::Runtime(format!("worker {index} panicked: {message}")));
+        })
+        .ok()
     })
     .map_err(Error::Runtime)?;
     let mut graphs = Vec::new();
     for result in guards.join() {
-        graphs.push(result.map_err(|panic| Error::Runtime(format!("a worker failed: {panic}")))?);
+        graphs.push(result.map_err(|panic| Error::Runtime(format!("a worker panicked: {panic}")))?);
     }
     if let Some(error) = failure.take() {
         return Err(error);
     }
-    let graph = graphs.into_iter().next().expect("at least one worker");
+    let graph = graphs.into_iter().next().flatten().expect("worker 0 finished without failing");
     Ok(JobReport { graph, metrics })
 }
 
@@ -203,10 +220,11 @@ where
     F: Fn(&Env<'_>),
 {
     let allocator = timely::communication::Allocator::Thread(timely::communication::allocator::Thread::default());
+    let parallelism = parallelism.max(1);
     let mut worker = Worker::new(timely::WorkerConfig::default(), allocator, None);
     let context = WorkerContext {
         index: 0,
-        peers: parallelism.max(1),
+        peers: parallelism,
         clock: Arc::new(SystemClock),
         metrics: MetricsRegistry::default(),
         failure: JobFailure::default(),

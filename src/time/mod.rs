@@ -40,6 +40,8 @@ use crate::error::Error;
 
 pub(crate) mod source;
 
+pub use source::SOURCE_BATCH_RECORDS;
+
 /// Checkpoint epoch: the first coordinate of every timely time.
 pub type Epoch = u64;
 

@@ -26,6 +26,7 @@ use timely::order::Product;
 use super::{Record, Time, WATERMARK_MAX, WatermarkStrategy, event_coordinate};
 use crate::api::Data;
 use crate::connectors::{ReadStatus, Source, SourceReader};
+use crate::error::Error;
 use crate::metrics::OperatorMetrics;
 use crate::runtime::WorkerContext;
 
@@ -44,7 +45,8 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
     context: WorkerContext,
     metrics: Arc<OperatorMetrics>,
 ) -> StreamVec<'scope, Time, Record<D>> {
-    timely_source(scope, name, move |capability, info| {
+    let name = name.to_string();
+    timely_source(scope, &name.clone(), move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = Some(capability);
         let mut reader: Option<Box<dyn SourceReader<D>>> = None;
@@ -87,14 +89,27 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
             if !batch.is_empty() {
                 OperatorMetrics::add(&metrics.records_out, batch.len());
                 let mut session = output.session(&*held);
+                let mut regressed = None;
                 for (time_ms, value) in batch.drain(..) {
                     session.give(Record { time_ms, watermark_ms, value });
                     generator.on_event(time_ms);
                     let next_ms = generator.current_watermark();
-                    assert!(next_ms >= watermark_ms, "watermark regressed from {watermark_ms} to {next_ms}");
+                    if next_ms < watermark_ms {
+                        regressed = Some((time_ms, next_ms));
+                        break;
+                    }
                     watermark_ms = next_ms;
                 }
                 drop(session);
+                if let Some((time_ms, next_ms)) = regressed {
+                    // A generator that breaks its contract is a bug to report, not a reason to hang
+                    // the other workers with a panic.
+                    context.failure.fail(Error::Usage(format!(
+                        "watermark generator of {name:?} regressed from {watermark_ms} to {next_ms} after an event at {time_ms}: watermarks must never decrease"
+                    )));
+                    capability = None;
+                    return;
+                }
                 last_record_at_ms = context.clock.now_ms();
                 idle = false;
             }

@@ -277,7 +277,12 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
         let result = cover.expect("the new window is in some group");
         let mut merged: Vec<Window> = group.into_iter().filter(|w| *w != new_window || existing.contains(w)).collect();
         merged.dedup();
-        let real_merge = !merged.is_empty() && !(merged.len() == 1 && merged[0] == result);
+        // Flink calls the merge callback only when an existing window changes.
+        let real_merge = match merged.as_slice() {
+            [] => false,
+            [only] => *only != result,
+            _ => true,
+        };
         if real_merge {
             debug_assert!(
                 !self.is_window_late(&result, watermark_ms),
@@ -455,16 +460,154 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
         let requests = std::mem::take(&mut self.requests);
         for request in &requests {
             match *request {
-                TimerRequest::RegisterEventTime(time) => {
+                TimerRequest::RegisterEvent(time) => {
                     self.register_timer(key, window, Domain::Event, time, watermark_ms, firing)
                 }
-                TimerRequest::DeleteEventTime(time) => self.delete_timer(key, window, Domain::Event, time),
-                TimerRequest::RegisterProcessingTime(time) => {
+                TimerRequest::DeleteEvent(time) => self.delete_timer(key, window, Domain::Event, time),
+                TimerRequest::RegisterProcessing(time) => {
                     self.register_timer(key, window, Domain::Processing, time, watermark_ms, firing)
                 }
-                TimerRequest::DeleteProcessingTime(time) => self.delete_timer(key, window, Domain::Processing, time),
+                TimerRequest::DeleteProcessing(time) => self.delete_timer(key, window, Domain::Processing, time),
             }
         }
         self.requests = requests;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{
+        AggregateFunction, Aggregating, ContinuousEventTimeTrigger, CountTrigger, GlobalWindows, PurgingTrigger,
+        SessionWindows, SlidingWindows, TimeDomain, TumblingWindows,
+    };
+
+    struct Count;
+
+    impl AggregateFunction<u8> for Count {
+        type Accumulator = i64;
+        type Output = i64;
+        fn create_accumulator(&self) -> i64 {
+            0
+        }
+        fn add(&self, count: &mut i64, _value: &u8) {
+            *count += 1;
+        }
+        fn merge(&self, count: &mut i64, other: i64) {
+            *count += other;
+        }
+        fn result(&self, count: &i64) -> i64 {
+            *count
+        }
+    }
+
+    type Row = (i64, i64, i64);
+
+    /// Feeds `(time, stamp, now)` elements of one key, then ends the input; returns the firings
+    /// as `(start, end, count)` in emission order and the times of the late elements.
+    fn run(
+        assigner: Arc<dyn WindowAssigner<u8>>,
+        trigger: Option<Arc<dyn Trigger<u8>>>,
+        lateness_ms: i64,
+        input: &[(i64, i64)],
+    ) -> (Vec<Row>, Vec<i64>) {
+        let trigger = trigger.unwrap_or_else(|| assigner.default_trigger());
+        let settings =
+            WindowSettings { assigner, trigger, allowed_lateness_ms: lateness_ms, per_record_watermarks: true };
+        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        for &(time_ms, stamp_ms) in input {
+            core.on_element("k", Record::new(time_ms, stamp_ms, 0u8), 0, &mut emit).unwrap();
+        }
+        core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
+        assert!(core.is_empty() || !core.settings.assigner.is_event_time());
+        let rows = results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
+        (rows, late.iter().map(|r| r.time_ms).collect())
+    }
+
+    #[test]
+    fn allowed_lateness_refires_the_window_then_cleans_it_up() {
+        let tumbling = Arc::new(TumblingWindows::event_time(10_000).unwrap());
+        // 1000 opens [0,10000); watermark 9999 fires it (1); 3000 at watermark 11000 is within the
+        // 5 s lateness: added, fired again (2); watermark 15000 passes the cleanup time 14999, so
+        // 4000 is too late for its only window and goes to the late output.
+        let (rows, late) =
+            run(tumbling, None, 5_000, &[(1_000, WATERMARK_MIN), (12_000, 9_999), (3_000, 11_000), (4_000, 15_000)]);
+        assert_eq!(rows, vec![(0, 10_000, 1), (0, 10_000, 2), (10_000, 20_000, 1)]);
+        assert_eq!(late, vec![4_000]);
+    }
+
+    #[test]
+    fn lateness_is_per_element_and_window() {
+        let sliding = Arc::new(SlidingWindows::new(10_000, 5_000, 0, TimeDomain::EventTime).unwrap());
+        // 30001 arrives at watermark 35000: too late for [25000,35000) (max 34999 <= 35000), on time
+        // for [30000,40000); it is not a late element because one window took it.
+        let (rows, late) = run(sliding, None, 0, &[(37_002, WATERMARK_MIN), (30_001, 35_000)]);
+        assert_eq!(rows, vec![(30_000, 40_000, 2), (35_000, 45_000, 1)]);
+        assert!(late.is_empty());
+    }
+
+    #[test]
+    fn a_bridging_element_merges_two_sessions_and_touching_sessions_merge() {
+        let sessions = Arc::new(SessionWindows::with_gap(3_000, TimeDomain::EventTime).unwrap());
+        let (rows, _) = run(sessions.clone(), None, 0, &[(1_000, WATERMARK_MIN), (7_000, 0), (4_000, 0)]);
+        assert_eq!(rows, vec![(1_000, 10_000, 3)]);
+        let (rows, _) = run(sessions, None, 0, &[(1_000, WATERMARK_MIN), (4_000, 0), (8_000, 0)]);
+        assert_eq!(rows, vec![(1_000, 7_000, 2), (8_000, 11_000, 1)], "exactly one gap apart is one session");
+    }
+
+    #[test]
+    fn a_late_element_joins_an_open_session_and_moves_its_start() {
+        let sessions = Arc::new(SessionWindows::with_gap(3_000, TimeDomain::EventTime).unwrap());
+        // [10000,13000) is open at watermark 11000; 8000 is late by itself ([8000,11000) ends at
+        // or before the watermark) but touches the open session, so it is absorbed.
+        let (rows, late) = run(sessions, None, 0, &[(10_000, WATERMARK_MIN), (8_000, 11_000), (1_000, 11_000)]);
+        assert_eq!(rows, vec![(8_000, 13_000, 2)]);
+        assert_eq!(late, vec![1_000]);
+    }
+
+    #[test]
+    fn count_windows_fire_every_n_and_never_fire_leftovers() {
+        let purging: Arc<dyn Trigger<u8>> = Arc::new(PurgingTrigger::of(Arc::new(CountTrigger::of(2))));
+        let input: Vec<(i64, i64)> = (0..5).map(|i| (i, WATERMARK_MIN)).collect();
+        let (rows, _) = run(Arc::new(GlobalWindows), Some(purging), 0, &input);
+        assert_eq!(rows, vec![(i64::MIN, i64::MAX, 2), (i64::MIN, i64::MAX, 2)]);
+        let (rows, _) = run(Arc::new(GlobalWindows), Some(Arc::new(CountTrigger::of(2))), 0, &input);
+        assert_eq!(rows, vec![(i64::MIN, i64::MAX, 2), (i64::MIN, i64::MAX, 4)], "without purging, contents stay");
+    }
+
+    #[test]
+    fn continuous_trigger_fires_every_interval_even_in_one_big_watermark_jump() {
+        let tumbling = Arc::new(TumblingWindows::event_time(10_000).unwrap());
+        let continuous: Arc<dyn Trigger<u8>> = Arc::new(ContinuousEventTimeTrigger::of(2_000));
+        // First fire at 1000 - 1000 % 2000 + 2000 = 2000; watermark 2500 fires it (1). Watermark
+        // 9000 fires 4000, 6000 and 8000 (2 each: the element at 5000 came after 2500). End: 9999.
+        let (rows, _) = run(tumbling, Some(continuous), 0, &[(1_000, WATERMARK_MIN), (5_000, 2_500), (9_000, 9_000)]);
+        let counts: Vec<i64> = rows.iter().map(|row| row.2).collect();
+        assert_eq!(counts, vec![1, 2, 2, 2, 3]);
+    }
+
+    #[test]
+    fn processing_time_windows_fire_on_the_clock() {
+        let settings = WindowSettings {
+            assigner: Arc::new(TumblingWindows::new(1_000, 0, TimeDomain::ProcessingTime).unwrap())
+                as Arc<dyn WindowAssigner<u8>>,
+            trigger: Arc::new(crate::window::ProcessingTimeTrigger),
+            allowed_lateness_ms: 0,
+            per_record_watermarks: true,
+        };
+        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        core.on_element("k", Record::new(50_000, WATERMARK_MIN, 0u8), 100, &mut emit).unwrap();
+        core.on_element("k", Record::new(-7, WATERMARK_MIN, 0u8), 900, &mut emit).unwrap();
+        assert_eq!(core.next_processing_timer(), Some(999));
+        core.advance_processing_time(999, &mut emit);
+        assert!(emit.results.is_empty(), "a timer for 999 fires once the clock reaches 1000");
+        core.advance_processing_time(1_000, &mut emit);
+        assert_eq!(emit.results.len(), 1);
+        assert_eq!((emit.results[0].value.window, emit.results[0].value.value), (Window::new(0, 1_000), 2));
+        assert!(core.is_empty());
     }
 }

@@ -44,13 +44,13 @@ pub type TriggerState = [Option<i64>; TRIGGER_STATE_SLOTS];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerRequest {
     /// Call `on_event_time` once the watermark reaches this time.
-    RegisterEventTime(i64),
+    RegisterEvent(i64),
     /// Withdraw an event-time timer.
-    DeleteEventTime(i64),
+    DeleteEvent(i64),
     /// Call `on_processing_time` once the clock reaches this time.
-    RegisterProcessingTime(i64),
+    RegisterProcessing(i64),
     /// Withdraw a processing-time timer.
-    DeleteProcessingTime(i64),
+    DeleteProcessing(i64),
 }
 
 /// What a trigger may see and do (Flink's `Trigger.TriggerContext` / `OnMergeContext`).
@@ -78,22 +78,22 @@ impl<'a> TriggerContext<'a> {
 
     /// Fires `on_event_time(time_ms)` once the watermark reaches `time_ms`; duplicates coalesce.
     pub fn register_event_time_timer(&mut self, time_ms: i64) {
-        self.timers.push(TimerRequest::RegisterEventTime(time_ms));
+        self.timers.push(TimerRequest::RegisterEvent(time_ms));
     }
 
     /// Withdraws an event-time timer.
     pub fn delete_event_time_timer(&mut self, time_ms: i64) {
-        self.timers.push(TimerRequest::DeleteEventTime(time_ms));
+        self.timers.push(TimerRequest::DeleteEvent(time_ms));
     }
 
     /// Fires `on_processing_time(time_ms)` once the clock reaches `time_ms`.
     pub fn register_processing_time_timer(&mut self, time_ms: i64) {
-        self.timers.push(TimerRequest::RegisterProcessingTime(time_ms));
+        self.timers.push(TimerRequest::RegisterProcessing(time_ms));
     }
 
     /// Withdraws a processing-time timer.
     pub fn delete_processing_time_timer(&mut self, time_ms: i64) {
-        self.timers.push(TimerRequest::DeleteProcessingTime(time_ms));
+        self.timers.push(TimerRequest::DeleteProcessing(time_ms));
     }
 
     /// The value in state slot `slot`, if any.
