@@ -33,4 +33,6 @@ pub mod book {
     pub struct Architecture;
     #[doc = include_str!("../book/src/time.md")]
     pub struct Time;
+    #[doc = include_str!("../book/src/windows.md")]
+    pub struct Windows;
 }

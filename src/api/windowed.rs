@@ -15,8 +15,8 @@ use crate::metrics::OperatorMetrics;
 use crate::time::{Record, Time, frontier_watermark};
 use crate::window::{
     AggregateFunction, Aggregating, CountEvictor, CountTrigger, Emit, Evictor, GlobalWindows, ProcessWindowFunction,
-    Processing, PurgingTrigger, ReduceAggregate, Trigger, WindowAssigner, WindowCore, WindowLogic, WindowResult,
-    WindowSettings,
+    Processing, PurgingTrigger, ReduceAggregate, SlicedCore, Trigger, WindowAssigner, WindowCore, WindowEngine,
+    WindowLogic, WindowResult, WindowSettings,
 };
 
 /// What a window operator produces: its results, and the elements too late for every window.
@@ -85,7 +85,17 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
 
     /// Folds each window incrementally with `function` (Flink's `aggregate`). With an evictor the
     /// elements are kept and folded when the window fires, as Flink's evicting operator does.
+    ///
+    /// Event-time tumbling and sliding windows with the default trigger and no evictor run on the
+    /// sliced operator ([`SlicedCore`]): same results, each element folded once.
     pub fn aggregate<A: AggregateFunction<D>>(self, function: A) -> WindowOutput<'scope, K, A::Output, D> {
+        if let (None, None, Some(spec)) = (&self.trigger, &self.evictor, self.assigner.slicing()) {
+            let per_record = self.keyed.stream().in_source_order;
+            let core = SlicedCore::new(spec, self.allowed_lateness_ms, per_record, Arc::new(function));
+            let name = format!("window {} [event time] aggregate (sliced)", self.assigner.name());
+            let (exchange, key) = (self.keyed.exchange(), self.keyed.key_fn());
+            return window_operator(self.keyed.stream().clone(), exchange, &name, key, core);
+        }
         match self.evictor.clone() {
             None => self.build(Aggregating(Arc::new(function)), "aggregate"),
             Some(evictor) => {
@@ -146,17 +156,17 @@ impl<K, D: Data, A: AggregateFunction<D>> ProcessWindowFunction<K, D> for FoldAt
     }
 }
 
-fn window_operator<'scope, K, D, L, P>(
+fn window_operator<'scope, K, D, E, P>(
     input: Stream<'scope, D>,
     pact: P,
     name: &str,
     key: Rc<dyn Fn(&D) -> K>,
-    mut core: WindowCore<K, D, L>,
-) -> WindowOutput<'scope, K, L::Output, D>
+    mut core: E,
+) -> WindowOutput<'scope, K, E::Output, D>
 where
     K: Key,
     D: Data,
-    L: WindowLogic<K, D>,
+    E: WindowEngine<K, D>,
     P: ParallelizationContract<Time, Vec<Record<D>>>,
 {
     let env = input.env.clone();
@@ -175,7 +185,7 @@ where
     builder.build(move |mut capabilities| {
         let mut late_capabilities = CapabilitySet::from_elem(capabilities.pop().expect("two outputs"));
         let mut results_capabilities = CapabilitySet::from_elem(capabilities.pop().expect("two outputs"));
-        let mut results: Vec<Record<WindowResult<K, L::Output>>> = Vec::new();
+        let mut results: Vec<Record<WindowResult<K, E::Output>>> = Vec::new();
         let mut late: Vec<Record<D>> = Vec::new();
         move |frontiers| {
             let frontier = frontiers[0].frontier();

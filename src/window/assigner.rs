@@ -28,6 +28,11 @@ pub trait WindowAssigner<D>: Send + Sync + 'static {
     }
     /// The trigger used when the job names none.
     fn default_trigger(&self) -> Arc<dyn Trigger<D>>;
+    /// For event-time windows of fixed size and slide: their shape, so that the operator can
+    /// share slices between windows. `None` (the default) uses the general operator.
+    fn slicing(&self) -> Option<super::SliceSpec> {
+        None
+    }
     /// A name for the job graph.
     fn name(&self) -> String;
 }
@@ -106,6 +111,14 @@ impl<D> WindowAssigner<D> for TumblingWindows {
     fn name(&self) -> String {
         format!("tumbling {}ms offset {}ms ({:?})", self.size_ms, self.offset_ms, self.domain)
     }
+
+    fn slicing(&self) -> Option<super::SliceSpec> {
+        (self.domain == TimeDomain::EventTime).then_some(super::SliceSpec {
+            size_ms: self.size_ms,
+            slide_ms: self.size_ms,
+            offset_ms: self.offset_ms,
+        })
+    }
 }
 
 /// Fixed-size windows starting every `slide` (Flink's `SlidingEventTimeWindows` /
@@ -167,6 +180,14 @@ impl<D> WindowAssigner<D> for SlidingWindows {
 
     fn name(&self) -> String {
         format!("sliding {}ms every {}ms offset {}ms ({:?})", self.size_ms, self.slide_ms, self.offset_ms, self.domain)
+    }
+
+    fn slicing(&self) -> Option<super::SliceSpec> {
+        (self.domain == TimeDomain::EventTime).then_some(super::SliceSpec {
+            size_ms: self.size_ms,
+            slide_ms: self.slide_ms,
+            offset_ms: self.offset_ms,
+        })
     }
 }
 

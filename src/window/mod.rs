@@ -34,12 +34,17 @@ mod assigner;
 mod evictor;
 mod function;
 mod operator;
+mod sliced;
 mod trigger;
 
-pub use assigner::{GlobalWindows, SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowAssigner};
+pub use assigner::{
+    GlobalWindows, SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowAssigner,
+    window_start_with_offset,
+};
 pub use evictor::{CountEvictor, Evictor, TimeEvictor};
 pub use function::{AggregateFunction, Aggregating, ProcessWindowFunction, Processing, ReduceAggregate, WindowLogic};
-pub use operator::{Emit, WindowCore, WindowCounts, WindowSettings};
+pub use operator::{Emit, WindowCore, WindowCounts, WindowEngine, WindowSettings};
+pub use sliced::{SliceSpec, SlicedCore};
 pub use trigger::{
     ContinuousEventTimeTrigger, CountTrigger, EventTimeTrigger, NeverTrigger, ProcessingTimeTrigger, PurgingTrigger,
     TRIGGER_STATE_SLOTS, Trigger, TriggerContext, TriggerResult,

@@ -15,7 +15,8 @@
 //! operator's watermark is timely's frontier, the minimum over all inputs, as in Flink. Firing is
 //! still never early; which elements count as late can then depend on timing — as it does in Flink.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hash};
 use std::sync::Arc;
 
 use super::assigner::WindowAssigner;
@@ -23,6 +24,7 @@ use super::function::WindowLogic;
 use super::trigger::{TimerRequest, Trigger, TriggerContext, TriggerResult, TriggerState};
 use super::{Window, WindowResult};
 use crate::error::Result;
+use crate::state::StableHasher;
 use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
 
 /// How a window operator is configured.
@@ -54,20 +56,45 @@ enum Domain {
     Processing,
 }
 
+/// Keys are interned: the operator's ordered structures hold a small integer, never the key.
+type KeyId = u32;
+
 struct Entry<C> {
+    window: Window,
     contents: Option<C>,
     trigger_state: TriggerState,
 }
 
+/// A timer of one key: domain, time, window, and the watermark from which it may fire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Timer {
+    domain: Domain,
+    time_ms: i64,
+    window: Window,
+    from_ms: i64,
+}
+
+/// The windows and timers of one key. A key has few of each (one tumbling window, `size / slide`
+/// sliding windows), so small vectors beat ordered maps here.
 struct KeyState<C> {
-    windows: BTreeMap<Window, Entry<C>>,
-    /// `(domain, timer time, window)` → the time from which it may fire (see `register_timer`).
-    timers: BTreeMap<(Domain, i64, Window), i64>,
+    windows: Vec<Entry<C>>,
+    timers: Vec<Timer>,
 }
 
 impl<C> Default for KeyState<C> {
     fn default() -> Self {
-        KeyState { windows: BTreeMap::new(), timers: BTreeMap::new() }
+        KeyState { windows: Vec::new(), timers: Vec::new() }
+    }
+}
+
+impl<C> KeyState<C> {
+    fn entry(&mut self, window: &Window) -> Option<&mut Entry<C>> {
+        self.windows.iter_mut().find(|entry| entry.window == *window)
+    }
+
+    fn remove(&mut self, window: &Window) -> Option<Entry<C>> {
+        let index = self.windows.iter().position(|entry| entry.window == *window)?;
+        Some(self.windows.swap_remove(index))
     }
 }
 
@@ -86,16 +113,73 @@ pub struct WindowCounts {
 pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     settings: WindowSettings<D>,
     logic: L,
-    keys: BTreeMap<K, KeyState<L::Contents>>,
+    /// Key → id; looked up, never iterated.
+    key_ids: HashMap<K, KeyId, BuildHasherDefault<StableHasher>>,
+    /// Id → key, and id → state.
+    key_values: Vec<K>,
+    keys: Vec<KeyState<L::Contents>>,
     /// Event-time timers by `(may fire from, time, key, window)`: the firing order.
-    event_queue: BTreeSet<(i64, i64, K, Window)>,
+    event_queue: BTreeSet<(i64, i64, KeyId, Window)>,
     /// Processing-time timers by `(time, key, window)`.
-    processing_queue: BTreeSet<(i64, K, Window)>,
+    processing_queue: BTreeSet<(i64, KeyId, Window)>,
     watermark_ms: i64,
     counts: WindowCounts,
     assigned: Vec<Window>,
     requests: Vec<TimerRequest>,
     emitted: Vec<L::Output>,
+}
+
+/// What the timely window operator drives: [`WindowCore`] in general, the sliced operator for
+/// tumbling and sliding windows with an incremental aggregate and the default trigger.
+pub trait WindowEngine<K, D>: 'static {
+    /// What a firing emits.
+    type Output: crate::api::Data;
+    /// Processes one element of `key` arriving at processing time `now_ms`.
+    fn on_element(
+        &mut self,
+        key: K,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut Emit<'_, K, D, Self::Output>,
+    ) -> Result<()>;
+    /// Advances the watermark (a lower one is ignored).
+    fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, K, D, Self::Output>);
+    /// Fires processing-time timers due before `now_ms`.
+    fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, Self::Output>);
+    /// The earliest pending processing-time timer.
+    fn next_processing_timer(&self) -> Option<i64>;
+    /// The operator's watermark.
+    fn watermark_ms(&self) -> i64;
+}
+
+impl<K: Hash + Eq + Clone + 'static, D: 'static, L: WindowLogic<K, D>> WindowEngine<K, D> for WindowCore<K, D, L> {
+    type Output = L::Output;
+
+    fn on_element(
+        &mut self,
+        key: K,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut Emit<'_, K, D, L::Output>,
+    ) -> Result<()> {
+        WindowCore::on_element(self, key, record, now_ms, emit)
+    }
+
+    fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
+        WindowCore::advance_watermark(self, watermark_ms, now_ms, emit);
+    }
+
+    fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
+        WindowCore::advance_processing_time(self, now_ms, emit);
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        WindowCore::next_processing_timer(self)
+    }
+
+    fn watermark_ms(&self) -> i64 {
+        WindowCore::watermark_ms(self)
+    }
 }
 
 /// Where a firing's results and an element's late copy go.
@@ -106,14 +190,16 @@ pub struct Emit<'a, K, D, O> {
     pub late: &'a mut Vec<Record<D>>,
 }
 
-impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
+impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
     /// An empty operator.
     pub fn new(settings: WindowSettings<D>, logic: L) -> Self {
         assert!(settings.allowed_lateness_ms >= 0, "allowed lateness cannot be negative");
         WindowCore {
             settings,
             logic,
-            keys: BTreeMap::new(),
+            key_ids: HashMap::default(),
+            key_values: Vec::new(),
+            keys: Vec::new(),
             event_queue: BTreeSet::new(),
             processing_queue: BTreeSet::new(),
             watermark_ms: WATERMARK_MIN,
@@ -136,12 +222,25 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
 
     /// Whether no window and no timer is left.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.event_queue.is_empty() && self.processing_queue.is_empty()
+        self.event_queue.is_empty()
+            && self.processing_queue.is_empty()
+            && self.keys.iter().all(|state| state.windows.is_empty())
     }
 
     /// The earliest pending processing-time timer, if any.
     pub fn next_processing_timer(&self) -> Option<i64> {
         self.processing_queue.first().map(|(time, ..)| *time)
+    }
+
+    fn intern(&mut self, key: K) -> KeyId {
+        if let Some(&id) = self.key_ids.get(&key) {
+            return id;
+        }
+        let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
+        self.key_values.push(key.clone());
+        self.keys.push(KeyState::default());
+        self.key_ids.insert(key, id);
+        id
     }
 
     fn cleanup_time(&self, window: &Window) -> i64 {
@@ -166,11 +265,11 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
         let previous = self.watermark_ms;
         // Results of this advance reach downstream before the new watermark does, as in Flink:
         // they carry the previous watermark as their stamp.
-        while let Some((from, time, key, window)) = self.event_queue.first().cloned() {
+        while let Some(&(from, time, key, window)) = self.event_queue.first() {
             if from > watermark_ms {
                 break;
             }
-            self.event_queue.remove(&(from, time, key.clone(), window));
+            self.event_queue.remove(&(from, time, key, window));
             assert!(time <= watermark_ms, "timer {time} fired early, at watermark {watermark_ms}");
             self.fire_timer(Domain::Event, time, key, window, watermark_ms, previous, now_ms, emit);
         }
@@ -180,11 +279,11 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
     /// Fires every processing-time timer before `now_ms` (Flink fires a timer for `T` once the
     /// clock reaches `T + 1`).
     pub fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
-        while let Some((time, key, window)) = self.processing_queue.first().cloned() {
+        while let Some(&(time, key, window)) = self.processing_queue.first() {
             if time >= now_ms {
                 break;
             }
-            self.processing_queue.remove(&(time, key.clone(), window));
+            self.processing_queue.remove(&(time, key, window));
             let watermark_ms = self.watermark_ms;
             self.fire_timer(Domain::Processing, time, key, window, watermark_ms, watermark_ms, now_ms, emit);
         }
@@ -206,11 +305,16 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
         let watermark_ms = self.watermark_ms;
         let mut assigned = std::mem::take(&mut self.assigned);
         assigned.clear();
-        self.settings.assigner.assign(&record.value, record.time_ms, now_ms, &mut assigned)?;
+        let assignment = self.settings.assigner.assign(&record.value, record.time_ms, now_ms, &mut assigned);
+        if let Err(error) = assignment {
+            self.assigned = assigned;
+            return Err(error);
+        }
+        let key = self.intern(key);
         let mut accepted = false;
         for window in assigned.iter().copied() {
             let window = if self.settings.assigner.is_merging() {
-                match self.merge_into_sessions(&key, window, watermark_ms, now_ms) {
+                match self.merge_into_sessions(key, window, watermark_ms, now_ms) {
                     Some(actual) => actual,
                     None => continue,
                 }
@@ -221,19 +325,19 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
                 window
             };
             accepted = true;
-            let state = self.keys.entry(key.clone()).or_default();
-            let entry = state
-                .windows
-                .entry(window)
-                .or_insert_with(|| Entry { contents: None, trigger_state: Default::default() });
+            let state = &mut self.keys[key as usize];
+            if state.entry(&window).is_none() {
+                state.windows.push(Entry { window, contents: None, trigger_state: Default::default() });
+            }
+            let entry = state.entry(&window).expect("inserted above");
             let contents = entry.contents.get_or_insert_with(|| self.logic.empty());
             self.logic.add(contents, record.time_ms, &record.value);
             self.requests.clear();
             let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
             let result = self.settings.trigger.on_element(&record.value, record.time_ms, &window, &mut ctx);
-            self.apply_requests(&key, &window, watermark_ms, false);
-            self.act(&key, &window, result, watermark_ms, emit);
-            self.register_cleanup_timer(&key, &window, watermark_ms);
+            self.apply_requests(key, &window, watermark_ms, false);
+            self.act(key, &window, result, watermark_ms, emit);
+            self.register_cleanup_timer(key, &window, watermark_ms);
         }
         self.assigned = assigned;
         if !accepted {
@@ -245,9 +349,14 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
 
     /// Session merging (Flink's `MergingWindowSet.addWindow` and the merge callback). Returns the
     /// window the element goes to, or `None` if that window is late.
-    fn merge_into_sessions(&mut self, key: &K, new_window: Window, watermark_ms: i64, now_ms: i64) -> Option<Window> {
-        let existing: Vec<Window> =
-            self.keys.get(key).map(|state| state.windows.keys().copied().collect()).unwrap_or_default();
+    fn merge_into_sessions(
+        &mut self,
+        key: KeyId,
+        new_window: Window,
+        watermark_ms: i64,
+        now_ms: i64,
+    ) -> Option<Window> {
+        let existing: Vec<Window> = self.keys[key as usize].windows.iter().map(|entry| entry.window).collect();
         // Sort by start and sweep with the running cover, as `TimeWindow.mergeWindows` does;
         // keep the group that contains the new window.
         let mut all = existing.clone();
@@ -288,11 +397,10 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
                 !self.is_window_late(&result, watermark_ms),
                 "merging made a window late: Flink rejects this; it cannot happen with built-in assigners"
             );
-            let state = self.keys.get_mut(key).expect("merged windows exist");
             let mut merged_contents: Option<L::Contents> = None;
             let mut merged_states: Vec<TriggerState> = Vec::new();
             for window in &merged {
-                let entry = state.windows.remove(window).expect("listed above");
+                let entry = self.keys[key as usize].remove(window).expect("listed above");
                 merged_states.push(entry.trigger_state);
                 if let Some(contents) = entry.contents {
                     match merged_contents.as_mut() {
@@ -301,7 +409,7 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
                     }
                 }
             }
-            let mut target = Entry { contents: merged_contents, trigger_state: Default::default() };
+            let mut target = Entry { window: result, contents: merged_contents, trigger_state: Default::default() };
             self.requests.clear();
             let mut ctx = TriggerContext::new(
                 watermark_ms,
@@ -311,7 +419,7 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
                 &mut self.requests,
             );
             self.settings.trigger.on_merge(&result, &mut ctx);
-            state.windows.insert(result, target);
+            self.keys[key as usize].windows.push(target);
             self.apply_requests(key, &result, watermark_ms, false);
             // The merged windows' timers (trigger and cleanup) go with them.
             for window in &merged {
@@ -327,7 +435,7 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
 
     fn act(
         &mut self,
-        key: &K,
+        key: KeyId,
         window: &Window,
         result: TriggerResult,
         stamp_ms: i64,
@@ -336,18 +444,19 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
         if result == TriggerResult::Continue {
             return;
         }
-        let Some(entry) = self.keys.get_mut(key).and_then(|state| state.windows.get_mut(window)) else { return };
+        let Some(entry) = self.keys[key as usize].entry(window) else { return };
         if result.is_fire()
             && let Some(contents) = entry.contents.as_mut()
         {
+            let key_value = &self.key_values[key as usize];
             self.emitted.clear();
-            self.logic.emit(key, window, stamp_ms, contents, &mut self.emitted);
+            self.logic.emit(key_value, window, stamp_ms, contents, &mut self.emitted);
             for value in self.emitted.drain(..) {
                 self.counts.fired += 1;
                 emit.results.push(Record {
                     time_ms: window.max_timestamp(),
                     watermark_ms: stamp_ms,
-                    value: WindowResult { key: key.clone(), window: *window, value },
+                    value: WindowResult { key: key_value.clone(), window: *window, value },
                 });
             }
         }
@@ -361,52 +470,48 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
         &mut self,
         domain: Domain,
         time_ms: i64,
-        key: K,
+        key: KeyId,
         window: Window,
         watermark_ms: i64,
         stamp_ms: i64,
         now_ms: i64,
         emit: &mut Emit<'_, K, D, L::Output>,
     ) {
-        let Some(state) = self.keys.get_mut(&key) else { return };
-        state.timers.remove(&(domain, time_ms, window));
-        let Some(entry) = state.windows.get_mut(&window) else { return };
+        let state = &mut self.keys[key as usize];
+        state.timers.retain(|timer| !(timer.domain == domain && timer.time_ms == time_ms && timer.window == window));
+        let Some(entry) = state.entry(&window) else { return };
         self.requests.clear();
         let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
         let result = match domain {
             Domain::Event => self.settings.trigger.on_event_time(time_ms, &window, &mut ctx),
             Domain::Processing => self.settings.trigger.on_processing_time(time_ms, &window, &mut ctx),
         };
-        self.apply_requests(&key, &window, watermark_ms, true);
-        self.act(&key, &window, result, stamp_ms, emit);
+        self.apply_requests(key, &window, watermark_ms, true);
+        self.act(key, &window, result, stamp_ms, emit);
         let cleanup_domain = if self.settings.assigner.is_event_time() { Domain::Event } else { Domain::Processing };
         if domain == cleanup_domain && time_ms == self.cleanup_time(&window) {
-            self.clear_window(&key, &window, watermark_ms, now_ms);
+            self.clear_window(key, &window, watermark_ms, now_ms);
         }
     }
 
-    fn clear_window(&mut self, key: &K, window: &Window, watermark_ms: i64, now_ms: i64) {
-        let state = self.keys.get_mut(key).expect("a window being cleared exists");
-        if let Some(mut entry) = state.windows.remove(window) {
+    fn clear_window(&mut self, key: KeyId, window: &Window, watermark_ms: i64, now_ms: i64) {
+        if let Some(mut entry) = self.keys[key as usize].remove(window) {
             self.requests.clear();
             let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
             self.settings.trigger.clear(window, &mut ctx);
         }
         self.remove_timers(key, window);
-        if self.keys.get(key).is_some_and(|state| state.windows.is_empty() && state.timers.is_empty()) {
-            self.keys.remove(key);
+    }
+
+    fn remove_timers(&mut self, key: KeyId, window: &Window) {
+        let doomed: Vec<Timer> =
+            self.keys[key as usize].timers.iter().filter(|timer| timer.window == *window).copied().collect();
+        for timer in doomed {
+            self.delete_timer(key, window, timer.domain, timer.time_ms);
         }
     }
 
-    fn remove_timers(&mut self, key: &K, window: &Window) {
-        let Some(state) = self.keys.get_mut(key) else { return };
-        let doomed: Vec<(Domain, i64, Window)> = state.timers.keys().filter(|(_, _, w)| w == window).copied().collect();
-        for (domain, time, window) in doomed {
-            self.delete_timer(key, &window, domain, time);
-        }
-    }
-
-    fn register_cleanup_timer(&mut self, key: &K, window: &Window, watermark_ms: i64) {
+    fn register_cleanup_timer(&mut self, key: KeyId, window: &Window, watermark_ms: i64) {
         let cleanup = self.cleanup_time(window);
         if cleanup == WATERMARK_MAX {
             return;
@@ -420,43 +525,43 @@ impl<K: Ord + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
     /// the same advance.
     fn register_timer(
         &mut self,
-        key: &K,
+        key: KeyId,
         window: &Window,
         domain: Domain,
         time_ms: i64,
         watermark_ms: i64,
         firing: bool,
     ) {
-        let from = match domain {
+        let from_ms = match domain {
             Domain::Event if !firing => time_ms.max(watermark_ms.saturating_add(1)),
             _ => time_ms,
         };
-        let state = self.keys.entry(key.clone()).or_default();
-        if state.timers.contains_key(&(domain, time_ms, *window)) {
+        let state = &mut self.keys[key as usize];
+        if state.timers.iter().any(|t| t.domain == domain && t.time_ms == time_ms && t.window == *window) {
             return;
         }
-        state.timers.insert((domain, time_ms, *window), from);
+        state.timers.push(Timer { domain, time_ms, window: *window, from_ms });
         match domain {
-            Domain::Event => self.event_queue.insert((from, time_ms, key.clone(), *window)),
-            Domain::Processing => self.processing_queue.insert((time_ms, key.clone(), *window)),
+            Domain::Event => self.event_queue.insert((from_ms, time_ms, key, *window)),
+            Domain::Processing => self.processing_queue.insert((time_ms, key, *window)),
         };
     }
 
-    fn delete_timer(&mut self, key: &K, window: &Window, domain: Domain, time_ms: i64) {
-        let Some(state) = self.keys.get_mut(key) else { return };
-        if let Some(from) = state.timers.remove(&(domain, time_ms, *window)) {
-            self.unqueue(key, window, domain, time_ms, from);
-        }
-    }
-
-    fn unqueue(&mut self, key: &K, window: &Window, domain: Domain, time_ms: i64, from: i64) {
+    fn delete_timer(&mut self, key: KeyId, window: &Window, domain: Domain, time_ms: i64) {
+        let state = &mut self.keys[key as usize];
+        let Some(index) =
+            state.timers.iter().position(|t| t.domain == domain && t.time_ms == time_ms && t.window == *window)
+        else {
+            return;
+        };
+        let timer = state.timers.swap_remove(index);
         match domain {
-            Domain::Event => self.event_queue.remove(&(from, time_ms, key.clone(), *window)),
-            Domain::Processing => self.processing_queue.remove(&(time_ms, key.clone(), *window)),
+            Domain::Event => self.event_queue.remove(&(timer.from_ms, time_ms, key, *window)),
+            Domain::Processing => self.processing_queue.remove(&(time_ms, key, *window)),
         };
     }
 
-    fn apply_requests(&mut self, key: &K, window: &Window, watermark_ms: i64, firing: bool) {
+    fn apply_requests(&mut self, key: KeyId, window: &Window, watermark_ms: i64, firing: bool) {
         let requests = std::mem::take(&mut self.requests);
         for request in &requests {
             match *request {

@@ -1,0 +1,351 @@
+//! The sliced window operator: tumbling and sliding event-time windows with an incremental
+//! aggregate and the default trigger, without copying elements into every window.
+//!
+//! A sliding window of `size` every `slide` cuts time into *slices* of `gcd(size, slide)`; every
+//! window is a run of `size / gcd` consecutive slices (the pane / slice sharing of Flink SQL's
+//! slicing operator and the Scotty papers). An element is folded into exactly one slice
+//! accumulator; a window's result merges the accumulators of its non-empty slices when it fires.
+//! The general operator instead folds every element into `size / slide` window accumulators and
+//! keeps a timer per window.
+//!
+//! Semantics are those of [`WindowCore`](super::WindowCore) with [`EventTimeTrigger`]
+//! (super::EventTimeTrigger): a window fires once when the watermark reaches its end, and again for
+//! each late element within the allowed lateness; an element is dropped from each window whose
+//! `max_timestamp + allowed_lateness <= watermark`, and goes to the late output when that is every
+//! window. Slices are kept until the last window containing them is past its cleanup time, which
+//! is also why a window can never be recomputed from slices after it was cleaned up.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hash};
+use std::sync::Arc;
+
+use super::assigner::window_start_with_offset;
+use super::function::AggregateFunction;
+use super::operator::{Emit, WindowCounts};
+use super::{Window, WindowResult};
+use crate::state::StableHasher;
+use crate::time::{Record, WATERMARK_MIN};
+
+/// Which windows a sliced operator computes: windows of `size_ms` starting every `slide_ms` at
+/// `offset_ms` (tumbling: `slide_ms == size_ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SliceSpec {
+    /// Window size.
+    pub size_ms: i64,
+    /// Distance between window starts.
+    pub slide_ms: i64,
+    /// Window offset.
+    pub offset_ms: i64,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+type KeyId = u32;
+
+struct KeyState<A> {
+    /// Non-empty slices, by start, ascending.
+    slices: VecDeque<(i64, A)>,
+    /// Windows starting before this have fired (in order); the next to fire starts at or after it.
+    next_start: i64,
+    /// The entry of this key in the queue, if any.
+    queued: Option<i64>,
+}
+
+/// One worker's sliced window operator.
+pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
+    spec: SliceSpec,
+    slice_ms: i64,
+    allowed_lateness_ms: i64,
+    per_record_watermarks: bool,
+    function: Arc<A>,
+    key_ids: HashMap<K, KeyId, BuildHasherDefault<StableHasher>>,
+    key_values: Vec<K>,
+    keys: Vec<KeyState<A::Accumulator>>,
+    /// `(time, key)`: when the key next has a window to fire or slices to drop.
+    queue: BTreeSet<(i64, KeyId)>,
+    watermark_ms: i64,
+    counts: WindowCounts,
+    marker: std::marker::PhantomData<fn(D)>,
+}
+
+impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
+    /// An empty operator.
+    pub fn new(spec: SliceSpec, allowed_lateness_ms: i64, per_record_watermarks: bool, function: Arc<A>) -> Self {
+        assert!(spec.size_ms > 0 && spec.slide_ms > 0, "window size and slide must be positive");
+        assert!(allowed_lateness_ms >= 0, "allowed lateness cannot be negative");
+        SlicedCore {
+            spec,
+            slice_ms: gcd(spec.size_ms, spec.slide_ms),
+            allowed_lateness_ms,
+            per_record_watermarks,
+            function,
+            key_ids: HashMap::default(),
+            key_values: Vec::new(),
+            keys: Vec::new(),
+            queue: BTreeSet::new(),
+            watermark_ms: WATERMARK_MIN,
+            counts: WindowCounts::default(),
+            marker: std::marker::PhantomData,
+        }
+    }
+
+    /// The operator's watermark.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// What the operator has counted.
+    pub fn counts(&self) -> WindowCounts {
+        self.counts
+    }
+
+    /// Whether no slice is left.
+    pub fn is_empty(&self) -> bool {
+        self.keys.iter().all(|state| state.slices.is_empty())
+    }
+
+    fn intern(&mut self, key: K) -> KeyId {
+        if let Some(&id) = self.key_ids.get(&key) {
+            return id;
+        }
+        let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
+        self.key_values.push(key.clone());
+        self.keys.push(KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None });
+        self.key_ids.insert(key, id);
+        id
+    }
+
+    fn window_at(&self, start: i64) -> Window {
+        Window { start, end: start.saturating_add(self.spec.size_ms) }
+    }
+
+    fn cleanup_time(&self, window: &Window) -> i64 {
+        window.max_timestamp().saturating_add(self.allowed_lateness_ms)
+    }
+
+    /// The start of the latest window containing `time_ms`.
+    fn last_start(&self, time_ms: i64) -> i64 {
+        window_start_with_offset(time_ms, self.spec.offset_ms, self.spec.slide_ms)
+    }
+
+    /// The start of the earliest window containing `time_ms`.
+    fn first_start(&self, time_ms: i64) -> i64 {
+        let last = self.last_start(time_ms);
+        let steps = (last - (time_ms - self.spec.size_ms) - 1) / self.spec.slide_ms;
+        last - steps * self.spec.slide_ms
+    }
+
+    /// The earliest window start at or after `start` (aligned to the slide) whose window holds a
+    /// slice of `key`.
+    fn next_window_with_data(&self, key: KeyId, start: i64) -> Option<i64> {
+        let state = &self.keys[key as usize];
+        // The earliest aligned window start at or after `start`.
+        let aligned = match start {
+            i64::MIN => i64::MIN,
+            _ if self.last_start(start) == start => start,
+            _ => self.last_start(start) + self.spec.slide_ms,
+        };
+        let slice = state.slices.iter().find(|(slice_start, _)| *slice_start >= aligned)?.0;
+        let first = self.first_start(slice).max(aligned);
+        // With `size < slide` a slice may lie between windows: then the next window may not hold it.
+        if slice >= first + self.spec.size_ms {
+            let later = self.last_start(slice) + self.spec.slide_ms;
+            return self.next_window_with_data_from(key, later, slice);
+        }
+        Some(first)
+    }
+
+    fn next_window_with_data_from(&self, key: KeyId, aligned: i64, after_slice: i64) -> Option<i64> {
+        let state = &self.keys[key as usize];
+        let slice =
+            state.slices.iter().find(|(slice_start, _)| *slice_start > after_slice && *slice_start >= aligned)?.0;
+        let first = self.first_start(slice).max(aligned);
+        if slice >= first + self.spec.size_ms {
+            return self.next_window_with_data_from(key, self.last_start(slice) + self.spec.slide_ms, slice);
+        }
+        Some(first)
+    }
+
+    /// When `key` next needs attention: its next window's end, or its oldest slice's drop time.
+    fn due_time(&self, key: KeyId) -> Option<i64> {
+        let state = &self.keys[key as usize];
+        let window_due = self.next_window_with_data(key, state.next_start).map(|s| self.window_at(s).max_timestamp());
+        let drop_due =
+            state.slices.front().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start(*start))));
+        match (window_due, drop_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn requeue(&mut self, key: KeyId) {
+        let due = self.due_time(key);
+        let state = &mut self.keys[key as usize];
+        if state.queued == due {
+            return;
+        }
+        if let Some(old) = state.queued.take() {
+            self.queue.remove(&(old, key));
+        }
+        if let Some(due) = due {
+            self.keys[key as usize].queued = Some(due);
+            self.queue.insert((due, key));
+        }
+    }
+
+    fn emit_window(&mut self, key: KeyId, start: i64, stamp_ms: i64, emit: &mut Emit<'_, K, D, A::Output>) {
+        let window = self.window_at(start);
+        let mut accumulator: Option<A::Accumulator> = None;
+        for (slice_start, slice) in &self.keys[key as usize].slices {
+            if *slice_start >= window.start && *slice_start < window.end {
+                match accumulator.as_mut() {
+                    None => accumulator = Some(slice.clone()),
+                    Some(into) => self.function.merge(into, slice.clone()),
+                }
+            }
+        }
+        let Some(accumulator) = accumulator else { return };
+        self.counts.fired += 1;
+        emit.results.push(Record {
+            time_ms: window.max_timestamp(),
+            watermark_ms: stamp_ms,
+            value: WindowResult {
+                key: self.key_values[key as usize].clone(),
+                window,
+                value: self.function.result(&accumulator),
+            },
+        });
+    }
+
+    /// Moves the watermark to `watermark_ms`, firing every window whose end it reaches.
+    pub fn advance_watermark(&mut self, watermark_ms: i64, emit: &mut Emit<'_, K, D, A::Output>) {
+        if watermark_ms <= self.watermark_ms {
+            return;
+        }
+        let previous = self.watermark_ms;
+        while let Some(&(due, key)) = self.queue.first() {
+            if due > watermark_ms {
+                break;
+            }
+            self.queue.remove(&(due, key));
+            self.keys[key as usize].queued = None;
+            while let Some(start) = self.next_window_with_data(key, self.keys[key as usize].next_start) {
+                let window = self.window_at(start);
+                if window.max_timestamp() > watermark_ms {
+                    break;
+                }
+                assert!(window.max_timestamp() <= watermark_ms, "window {window:?} fired early");
+                self.emit_window(key, start, previous, emit);
+                self.keys[key as usize].next_start = start + self.spec.slide_ms;
+            }
+            self.drop_slices(key, watermark_ms);
+            self.requeue(key);
+        }
+        self.watermark_ms = watermark_ms;
+    }
+
+    fn drop_slices(&mut self, key: KeyId, watermark_ms: i64) {
+        loop {
+            let Some(&(start, _)) = self.keys[key as usize].slices.front() else { return };
+            if self.cleanup_time(&self.window_at(self.last_start(start))) > watermark_ms {
+                return;
+            }
+            self.keys[key as usize].slices.pop_front();
+        }
+    }
+
+    /// Processes one element of `key`.
+    pub fn on_element(&mut self, key: K, record: Record<D>, emit: &mut Emit<'_, K, D, A::Output>) {
+        if self.per_record_watermarks {
+            self.advance_watermark(record.watermark_ms, emit);
+        }
+        self.counts.elements += 1;
+        let watermark_ms = self.watermark_ms;
+        let time_ms = record.time_ms;
+        let (first, last) = (self.first_start(time_ms), self.last_start(time_ms));
+        if time_ms >= last + self.spec.size_ms {
+            // Between two windows (size < slide): no window takes it. Flink drops such an element
+            // without a trace; flowlab sends it to the late output, so that nothing is lost.
+            self.counts.late += 1;
+            emit.late.push(record);
+            return;
+        }
+        // Windows from `first` to `last`; those past their cleanup time do not take the element.
+        let mut start = first;
+        while start <= last && self.cleanup_time(&self.window_at(start)) <= watermark_ms {
+            start += self.spec.slide_ms;
+        }
+        if start > last {
+            self.counts.late += 1;
+            emit.late.push(record);
+            return;
+        }
+        let key = self.intern(key);
+        let slice_start = window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms);
+        let slices = &mut self.keys[key as usize].slices;
+        let position = slices.iter().rposition(|(s, _)| *s <= slice_start);
+        match position {
+            Some(index) if slices[index].0 == slice_start => self.function.add(&mut slices[index].1, &record.value),
+            _ => {
+                let mut accumulator = self.function.create_accumulator();
+                self.function.add(&mut accumulator, &record.value);
+                slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
+            }
+        }
+        // Windows the watermark has already passed fire again at once (late firings), latest
+        // first, as Flink's assigner order; they count as fired for the in-order sequence.
+        let mut late_firing = last;
+        while late_firing >= start {
+            if self.window_at(late_firing).max_timestamp() <= watermark_ms {
+                self.emit_window(key, late_firing, watermark_ms, emit);
+            }
+            late_firing -= self.spec.slide_ms;
+        }
+        let open = self.first_open_start(watermark_ms);
+        let state = &mut self.keys[key as usize];
+        state.next_start = state.next_start.max(open);
+        self.requeue(key);
+    }
+
+    /// The earliest window start whose window the watermark has not reached.
+    fn first_open_start(&self, watermark_ms: i64) -> i64 {
+        if watermark_ms == WATERMARK_MIN {
+            return i64::MIN;
+        }
+        // Windows containing `watermark + 1` are open, and every later one.
+        self.first_start(watermark_ms.saturating_add(1))
+    }
+}
+
+impl<K: Hash + Eq + Clone + 'static, D: 'static, A: AggregateFunction<D>> super::operator::WindowEngine<K, D>
+    for SlicedCore<K, D, A>
+{
+    type Output = A::Output;
+
+    fn on_element(
+        &mut self,
+        key: K,
+        record: Record<D>,
+        _now_ms: i64,
+        emit: &mut Emit<'_, K, D, A::Output>,
+    ) -> crate::error::Result<()> {
+        SlicedCore::on_element(self, key, record, emit);
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, watermark_ms: i64, _now_ms: i64, emit: &mut Emit<'_, K, D, A::Output>) {
+        SlicedCore::advance_watermark(self, watermark_ms, emit);
+    }
+
+    fn advance_processing_time(&mut self, _now_ms: i64, _emit: &mut Emit<'_, K, D, A::Output>) {}
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
+
+    fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+}
