@@ -12,7 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use flowlab::connectors::{BadLinePolicy, GeneratorConfig, generate_events};
 use flowlab::error::{Error, Result};
 use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks};
-use flowlab::jobs::window::{Aggregate, WindowJob, WindowSpec, plan_window, render_rows, run_window};
+use flowlab::jobs::window::{
+    Aggregate, WindowJob, WindowSpec, plan_window, render_rows, run_window, run_window_to_file,
+};
 use flowlab::metrics::MetricsRegistry;
 use flowlab::runtime::JobConfig;
 use flowlab::time::{WatermarkStrategy, format_duration_ms, format_watermark, parse_duration_ms};
@@ -273,15 +275,21 @@ fn window_command(args: &WindowArgs) -> Result<()> {
     let job = window_job(args)?;
     let aggregates = Aggregate::parse_list(&args.agg)?;
     let config = JobConfig::threads("window", args.parallelism);
-    let outcome = with_progress(&config.metrics, None, || run_window(&job, &config))?;
-    let rows = outcome.rows(matches!(job.window, WindowSpec::Count { .. }));
-    let text = render_rows(&rows, &aggregates);
-    match &args.output {
-        Some(path) => write_text(path, &text)?,
-        None => print!("{text}"),
-    }
+    let (rows, late_lines) = match &args.output {
+        Some(path) => {
+            let (rows, late, _) =
+                with_progress(&config.metrics, None, || run_window_to_file(&job, &config, path, &aggregates))?;
+            (rows, late)
+        }
+        None => {
+            let outcome = with_progress(&config.metrics, None, || run_window(&job, &config))?;
+            let rows = outcome.rows(job.is_count_window());
+            print!("{}", render_rows(&rows, &aggregates));
+            (rows.len() as u64, outcome.late_lines)
+        }
+    };
     if let Some(path) = &args.late_output {
-        let mut lines = outcome.late_lines.join("\n");
+        let mut lines = late_lines.join("\n");
         if !lines.is_empty() {
             lines.push('\n');
         }
@@ -289,11 +297,7 @@ fn window_command(args: &WindowArgs) -> Result<()> {
     }
     let destination =
         args.late_output.as_ref().map_or("counted".to_string(), |p| format!("written to {}", p.display()));
-    eprintln!(
-        "{} window firings; {} elements too late for every window ({destination})",
-        rows.len(),
-        outcome.late_lines.len()
-    );
+    eprintln!("{rows} window firings; {} elements too late for every window ({destination})", late_lines.len());
     Ok(())
 }
 

@@ -97,3 +97,66 @@ fn graph_prints_dot() {
     assert!(dot.starts_with("digraph \"watermarks\""));
     assert!(dot.contains("hash(key)") && dot.contains("side: late") && dot.contains("parallelism 3"));
 }
+
+/// `flowlab window --output` writes rows while the job runs; the file must hold exactly the rows,
+/// in exactly the order, that the library computes after the run — with late firings, sessions
+/// and count windows too.
+#[test]
+fn window_output_streamed_while_running_equals_the_collected_result() {
+    use flowlab::connectors::{BadLinePolicy, GeneratorConfig, write_events_csv};
+    use flowlab::jobs::window::{Aggregate, WindowJob, WindowSpec, render_rows, run_window};
+    use flowlab::runtime::JobConfig;
+    use flowlab::time::WatermarkStrategy;
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let config = GeneratorConfig { keys: 20, events: 20_000, late_fraction: 0.05, seed: 11, ..Default::default() };
+    write_events_csv(&config, &mut std::fs::File::create(&input).unwrap()).unwrap();
+    let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max];
+    for (window, lateness) in
+        [("tumbling:10s", "3s"), ("sliding:10s,3s", "5s"), ("session:1s", "2s"), ("count:7,3", "0s"), ("count:5", "0s")]
+    {
+        let job = WindowJob {
+            input: input.clone(),
+            window: WindowSpec::parse(window).unwrap(),
+            strategy: WatermarkStrategy::bounded(1_000),
+            lateness_ms: flowlab::time::parse_duration_ms(lateness).unwrap(),
+            offset_ms: 0,
+            bad_lines: BadLinePolicy::Fail,
+        };
+        let outcome = run_window(&job, &JobConfig::threads("collected", 1)).unwrap();
+        let expected = render_rows(&outcome.rows(job.is_count_window()), &aggregates);
+        for parallelism in ["1", "3"] {
+            let (output, late) = (dir.path().join("out.csv"), dir.path().join("late.csv"));
+            let run = flowlab(&[
+                "window",
+                "--input",
+                input.to_str().unwrap(),
+                "--window",
+                window,
+                "--watermark",
+                "bounded:1s",
+                "--lateness",
+                lateness,
+                "--agg",
+                "count,sum,min,max",
+                "--parallelism",
+                parallelism,
+                "--output",
+                output.to_str().unwrap(),
+                "--late-output",
+                late.to_str().unwrap(),
+            ]);
+            assert!(run.status.success(), "{window}: {}", String::from_utf8_lossy(&run.stderr));
+            assert_eq!(std::fs::read_to_string(&output).unwrap(), expected, "{window} parallelism {parallelism}");
+            let late_text = std::fs::read_to_string(&late).unwrap();
+            assert_eq!(late_text.lines().collect::<Vec<_>>(), outcome.late_lines, "{window} late lines");
+        }
+        if window.starts_with("tumbling") {
+            assert!(
+                expected.lines().count() > 1 && !outcome.late_lines.is_empty(),
+                "the case should exercise lateness"
+            );
+        }
+    }
+}

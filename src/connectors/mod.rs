@@ -116,6 +116,12 @@ pub trait Sink<D>: Send + Sync + 'static {
 pub trait SinkWriter<D> {
     /// Writes a batch of records.
     fn write(&mut self, records: &[Record<D>]) -> Result<()>;
+    /// The sink's watermark has reached `watermark_ms` (Flink's `SinkWriter.writeWatermark`):
+    /// no record with a timely time at or below it will come. Called before `finish` with
+    /// `i64::MAX`. The default does nothing.
+    fn on_watermark(&mut self, _watermark_ms: i64) -> Result<()> {
+        Ok(())
+    }
     /// Called once, when no more records will come.
     fn finish(&mut self) -> Result<()>;
 }

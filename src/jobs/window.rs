@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Env, JobGraph, KeyedStream, WindowedStream};
-use crate::connectors::{BadLinePolicy, CollectSink, CsvSource, Event};
+use crate::connectors::{BadLinePolicy, CollectSink, CsvSource, Event, Sink, SinkWriter};
 use crate::error::{Error, Result};
 use crate::runtime::{JobConfig, JobReport, execute, plan};
 use crate::time::{Record, WatermarkStrategy, parse_duration_ms};
@@ -134,6 +134,13 @@ pub struct WindowJob {
     pub bad_lines: BadLinePolicy,
 }
 
+impl WindowJob {
+    /// Whether the job uses count windows (their rows are bounded by their elements' times).
+    pub fn is_count_window(&self) -> bool {
+        matches!(self.window, WindowSpec::Count { .. })
+    }
+}
+
 /// An element as the window sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Element {
@@ -220,42 +227,149 @@ pub struct WindowOutcome {
 impl WindowOutcome {
     /// The rows of the output file.
     pub fn rows(&self, count_windows: bool) -> Vec<WindowRow<'_>> {
-        self.results
-            .iter()
-            .map(|result| {
-                let (start, end) = if count_windows {
-                    (result.value.first_ms, result.value.last_ms + 1)
-                } else {
-                    (result.window.start, result.window.end)
-                };
-                WindowRow { key: &result.key, start, end, stats: result.value }
-            })
-            .collect()
+        self.results.iter().map(|result| row_of(result, count_windows)).collect()
     }
 }
 
-/// Renders rows as CSV with a header: `key,window_start,window_end,` then the aggregates.
-pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
+/// The header line: `key,window_start,window_end,` then the aggregates.
+fn header(aggregates: &[Aggregate]) -> String {
     let mut out = String::from("key,window_start,window_end");
     for aggregate in aggregates {
         out.push(',');
         out.push_str(aggregate.name());
     }
     out.push('\n');
+    out
+}
+
+fn render_row(out: &mut String, row: &WindowRow<'_>, aggregates: &[Aggregate]) {
+    let _ = write!(out, "{},{},{}", row.key, row.start, row.end);
+    for aggregate in aggregates {
+        let value = match aggregate {
+            Aggregate::Count => row.stats.count,
+            Aggregate::Sum => row.stats.sum,
+            Aggregate::Min => row.stats.min,
+            Aggregate::Max => row.stats.max,
+        };
+        let _ = write!(out, ",{value}");
+    }
+    out.push('\n');
+}
+
+/// Renders rows as CSV with a header: `key,window_start,window_end,` then the aggregates.
+pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
+    let mut out = header(aggregates);
     for row in rows {
-        let _ = write!(out, "{},{},{}", row.key, row.start, row.end);
-        for aggregate in aggregates {
-            let value = match aggregate {
-                Aggregate::Count => row.stats.count,
-                Aggregate::Sum => row.stats.sum,
-                Aggregate::Min => row.stats.min,
-                Aggregate::Max => row.stats.max,
-            };
-            let _ = write!(out, ",{value}");
-        }
-        out.push('\n');
+        render_row(&mut out, row, aggregates);
     }
     out
+}
+
+fn row_of(result: &WindowResult<String, Stats>, count_windows: bool) -> WindowRow<'_> {
+    let (start, end) = if count_windows {
+        (result.value.first_ms, result.value.last_ms + 1)
+    } else {
+        (result.window.start, result.window.end)
+    };
+    WindowRow { key: &result.key, start, end, stats: result.value }
+}
+
+fn sort_results(results: &mut [WindowResult<String, Stats>], count_windows: bool) {
+    results.sort_by(|a, b| {
+        let (a_row, b_row) = (row_of(a, count_windows), row_of(b, count_windows));
+        (a_row.end, a_row.key, a_row.start).cmp(&(b_row.end, b_row.key, b_row.start))
+    });
+}
+
+/// Writes window results as sorted CSV rows while the job runs, at worker 0: rows whose window
+/// can no longer fire (its end, plus the allowed lateness, is behind the watermark) are final,
+/// so they are sorted and written, and memory holds only the windows still open.
+#[derive(Clone)]
+struct SortedRowsSink {
+    path: PathBuf,
+    aggregates: Vec<Aggregate>,
+    lateness_ms: i64,
+    count_windows: bool,
+    rows: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct SortedRowsWriter {
+    sink: SortedRowsSink,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    pending: Vec<WindowResult<String, Stats>>,
+    text: String,
+}
+
+impl Sink<WindowResult<String, Stats>> for SortedRowsSink {
+    fn name(&self) -> String {
+        format!("sorted csv {}", self.path.display())
+    }
+
+    fn partitioning(&self) -> crate::api::Partitioning {
+        crate::api::Partitioning::Gather
+    }
+
+    fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SinkWriter<WindowResult<String, Stats>>>> {
+        let out = if instance == 0 {
+            let file =
+                std::fs::File::create(&self.path).map_err(|e| Error::io("cannot create output", &self.path, e))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+            std::io::Write::write_all(&mut out, header(&self.aggregates).as_bytes())
+                .map_err(|e| Error::io("cannot write", &self.path, e))?;
+            Some(out)
+        } else {
+            None
+        };
+        Ok(Box::new(SortedRowsWriter { sink: self.clone(), out, pending: Vec::new(), text: String::new() }))
+    }
+}
+
+impl SortedRowsWriter {
+    /// Sorts and writes every pending row whose end is below `end_limit` (all rows with `None`).
+    fn flush_below(&mut self, end_limit: Option<i64>) -> Result<()> {
+        let count_windows = self.sink.count_windows;
+        let (mut ready, waiting): (Vec<_>, Vec<_>) = self
+            .pending
+            .drain(..)
+            .partition(|result| end_limit.is_none_or(|limit| row_of(result, count_windows).end < limit));
+        self.pending = waiting;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        sort_results(&mut ready, count_windows);
+        self.text.clear();
+        for result in &ready {
+            render_row(&mut self.text, &row_of(result, count_windows), &self.sink.aggregates);
+        }
+        self.sink.rows.fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let out = self.out.as_mut().expect("only worker 0 receives rows");
+        std::io::Write::write_all(out, self.text.as_bytes()).map_err(|e| Error::io("cannot write", &self.sink.path, e))
+    }
+}
+
+impl SinkWriter<WindowResult<String, Stats>> for SortedRowsWriter {
+    fn write(&mut self, records: &[Record<WindowResult<String, Stats>>]) -> Result<()> {
+        self.pending.extend(records.iter().map(|record| record.value.clone()));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark_ms: i64) -> Result<()> {
+        // Count windows are ordered by their elements' times, which no watermark bounds.
+        if self.out.is_none() || self.sink.count_windows || watermark_ms == i64::MAX {
+            return Ok(());
+        }
+        // A window fires again at most until its end - 1 + lateness is behind the watermark.
+        self.flush_below(Some(watermark_ms.saturating_add(1).saturating_sub(self.sink.lateness_ms)))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.out.is_none() {
+            return Ok(());
+        }
+        self.flush_below(None)?;
+        let out = self.out.as_mut().expect("worker 0");
+        std::io::Write::flush(out).map_err(|e| Error::io("cannot write", &self.sink.path, e))
+    }
 }
 
 fn windowed<'scope>(
@@ -279,6 +393,7 @@ fn windowed<'scope>(
 struct Outputs {
     results: CollectSink<WindowResult<String, Stats>>,
     late: CollectSink<Element>,
+    file: Option<SortedRowsSink>,
 }
 
 fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
@@ -292,14 +407,17 @@ fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
         })
         .key_by(|element: &Element| element.key.clone());
     let output = windowed(job, keyed)?.aggregate(StatsAggregate);
-    output.results.sink(outputs.results.clone());
+    match &outputs.file {
+        Some(file) => output.results.sink(file.clone()),
+        None => output.results.sink(outputs.results.clone()),
+    }
     output.late.sink(outputs.late.clone());
     Ok(())
 }
 
 fn check(job: &WindowJob) -> Result<()> {
     // Building validates the window parameters; do it once here so that workers never fail on them.
-    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new() };
+    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None };
     let result = std::cell::RefCell::new(Ok(()));
     plan("window", 1, |env| *result.borrow_mut() = build(env, job, &outputs));
     result.into_inner()
@@ -308,16 +426,47 @@ fn check(job: &WindowJob) -> Result<()> {
 /// The job's graph, without running it.
 pub fn plan_window(job: &WindowJob, parallelism: usize) -> Result<JobGraph> {
     check(job)?;
-    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new() };
+    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None };
     Ok(plan("window", parallelism, |env| {
         let _ = build(env, job, &outputs);
     }))
 }
 
+/// Runs the job and writes its rows, sorted, to `path` while it runs (what `flowlab window`
+/// does). Returns the number of rows and the late lines in input order.
+pub fn run_window_to_file(
+    job: &WindowJob,
+    config: &JobConfig,
+    path: &std::path::Path,
+    aggregates: &[Aggregate],
+) -> Result<(u64, Vec<String>, JobReport)> {
+    check(job)?;
+    let file = SortedRowsSink {
+        path: path.to_path_buf(),
+        aggregates: aggregates.to_vec(),
+        lateness_ms: job.lateness_ms,
+        count_windows: job.is_count_window(),
+        rows: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    let rows = Arc::clone(&file.rows);
+    let outputs = Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new(), file: Some(file) });
+    let (for_workers, shared_job) = (Arc::clone(&outputs), job.clone());
+    let report = execute(config, move |env| {
+        build(env, &shared_job, &for_workers).expect("checked before the run");
+    })?;
+    Ok((rows.load(std::sync::atomic::Ordering::Relaxed), late_lines(&outputs.late), report))
+}
+
+fn late_lines(late: &CollectSink<Element>) -> Vec<String> {
+    let mut late = late.records();
+    late.sort_by_key(|record| record.value.line);
+    late.iter().map(|record| format!("{},{},{}", record.value.key, record.time_ms, record.value.value)).collect()
+}
+
 /// Runs the job: results sorted by `(window_end, key, window_start)`, late lines in input order.
 pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> {
     check(job)?;
-    let outputs = Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new() });
+    let outputs = Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None });
     let (for_workers, shared_job) = (Arc::clone(&outputs), job.clone());
     let report = execute(config, move |env| {
         build(env, &shared_job, &for_workers).expect("checked before the run");
@@ -339,9 +488,5 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
             (a.value.last_ms, &a.key, a.value.first_ms).cmp(&(b.value.last_ms, &b.key, b.value.first_ms))
         });
     }
-    let mut late = outputs.late.records();
-    late.sort_by_key(|record| record.value.line);
-    let late_lines =
-        late.iter().map(|record| format!("{},{},{}", record.value.key, record.time_ms, record.value.value)).collect();
-    Ok(WindowOutcome { results, late_lines, report })
+    Ok(WindowOutcome { results, late_lines: late_lines(&outputs.late), report })
 }

@@ -28,6 +28,7 @@ pub(crate) fn sink_operator<D, P, S>(
 {
     let mut writer: Option<Box<dyn SinkWriter<D>>> = None;
     let mut finished = false;
+    let mut last_watermark_ms = crate::time::WATERMARK_MIN;
     stream.sink(pact, name, move |(input, frontier)| {
         if finished {
             // Keep consuming, or progress tracking would wait for these records forever.
@@ -54,7 +55,12 @@ pub(crate) fn sink_operator<D, P, S>(
             }
             data.clear();
         });
-        metrics.set_watermark(crate::time::frontier_watermark(frontier.frontier()));
+        let watermark_ms = crate::time::frontier_watermark(frontier.frontier());
+        if result.is_ok() && watermark_ms != last_watermark_ms {
+            last_watermark_ms = watermark_ms;
+            metrics.set_watermark(watermark_ms);
+            result = writer.on_watermark(watermark_ms);
+        }
         if result.is_ok() && frontier.is_empty() {
             finished = true;
             result = writer.finish();
