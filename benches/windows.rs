@@ -8,9 +8,10 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowlab::connectors::{GeneratorConfig, generate_events};
 use flowlab::time::{BoundedOutOfOrderness, Record, WATERMARK_MAX, WatermarkGenerator};
+use flowlab::runtime::{Emit, KeyedEngine};
 use flowlab::window::{
-    AggregateFunction, Aggregating, Emit, SessionWindows, SlicedCore, SlidingWindows, TimeDomain, TumblingWindows,
-    WindowAssigner, WindowCore, WindowEngine, WindowSettings,
+    AggregateFunction, Aggregating, SessionWindows, SlicedCore, SlidingWindows, TimeDomain, TumblingWindows,
+    WindowAssigner, WindowCore, WindowResult, WindowSettings,
 };
 
 const EVENTS: u64 = 200_000;
@@ -60,7 +61,7 @@ fn run(assigner: Arc<dyn WindowAssigner<u32>>, sliced: bool, input: &[(u32, Reco
     }
 }
 
-fn drive(mut core: impl WindowEngine<u32, u32, Output = u64>, input: &[(u32, Record<u32>)]) -> usize {
+fn drive(mut core: impl KeyedEngine<u32, u32, Output = WindowResult<u32, u64>>, input: &[(u32, Record<u32>)]) -> usize {
     let (mut results, mut late) = (Vec::new(), Vec::new());
     let mut fired = 0;
     for (key, record) in input {

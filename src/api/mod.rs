@@ -25,11 +25,13 @@
 
 mod graph;
 mod keyed;
+mod process;
 mod stream;
 mod windowed;
 
 pub use graph::{JobGraph, Operator, OperatorKind, Partitioning};
 pub use keyed::KeyedStream;
+pub use process::{KeyedProcessCore, KeyedProcessFunction, ProcessContext};
 pub use stream::Stream;
 pub use windowed::{WindowOutput, WindowedStream};
 

@@ -1,22 +1,14 @@
 //! `WindowedStream`: a keyed stream cut into windows (Flink's `WindowedStream`), and the timely
 //! operator that runs a [`WindowCore`] per worker.
 
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use timely::dataflow::channels::pact::ParallelizationContract;
-use timely::dataflow::operators::CapabilitySet;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-
-use super::{Data, Key, KeyedStream, OperatorKind, Partitioning, Stream};
-use crate::metrics::OperatorMetrics;
-use crate::time::{Record, Time, frontier_watermark};
+use super::{Data, Key, KeyedStream, OperatorKind, Stream};
+use crate::runtime::keyed_operator;
 use crate::window::{
-    AggregateFunction, Aggregating, CountEvictor, CountTrigger, Emit, Evictor, GlobalWindows, ProcessWindowFunction,
-    Processing, PurgingTrigger, ReduceAggregate, SlicedCore, Trigger, WindowAssigner, WindowCore, WindowEngine,
-    WindowLogic, WindowResult, WindowSettings,
+    AggregateFunction, Aggregating, CountEvictor, CountTrigger, Evictor, GlobalWindows, ProcessWindowFunction,
+    Processing, PurgingTrigger, ReduceAggregate, SlicedCore, Trigger, WindowAssigner, WindowCore, WindowLogic,
+    WindowResult, WindowSettings,
 };
 
 /// What a window operator produces: its results, and the elements too late for every window.
@@ -94,7 +86,8 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
             let core = SlicedCore::new(spec, self.allowed_lateness_ms, per_record, Arc::new(function));
             let name = format!("window {} [event time] aggregate (sliced)", self.assigner.name());
             let (exchange, key) = (self.keyed.exchange(), self.keyed.key_fn());
-            return window_operator(self.keyed.stream().clone(), exchange, &name, key, core);
+            let output = keyed_operator(self.keyed.stream().clone(), exchange, &name, OperatorKind::Window, key, core);
+            return WindowOutput { results: output.results, late: output.late };
         }
         match self.evictor.clone() {
             None => self.build(Aggregating(Arc::new(function)), "aggregate"),
@@ -130,7 +123,9 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
         let name = format!("window {} [{}] {what}", self.assigner.name(), trigger.name());
         let exchange = self.keyed.exchange();
         let key = self.keyed.key_fn();
-        window_operator(self.keyed.stream().clone(), exchange, &name, key, WindowCore::new(settings, logic))
+        let core = WindowCore::new(settings, logic);
+        let output = keyed_operator(self.keyed.stream().clone(), exchange, &name, OperatorKind::Window, key, core);
+        WindowOutput { results: output.results, late: output.late }
     }
 }
 
@@ -156,80 +151,3 @@ impl<K, D: Data, A: AggregateFunction<D>> ProcessWindowFunction<K, D> for FoldAt
     }
 }
 
-fn window_operator<'scope, K, D, E, P>(
-    input: Stream<'scope, D>,
-    pact: P,
-    name: &str,
-    key: Rc<dyn Fn(&D) -> K>,
-    mut core: E,
-) -> WindowOutput<'scope, K, E::Output, D>
-where
-    K: Key,
-    D: Data,
-    E: WindowEngine<K, D>,
-    P: ParallelizationContract<Time, Vec<Record<D>>>,
-{
-    let env = input.env.clone();
-    let node = env.add_node(name, OperatorKind::Window, &[(input.node, Partitioning::Hash)]);
-    let late_node = env.add_node("late elements", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))]);
-    let metrics = env.metrics(node, name);
-    let context = env.context().clone();
-    let mut builder = OperatorBuilder::new(name.to_string(), env.scope());
-    let activator = env.scope().activator_for(builder.operator_info().address);
-    let mut input_handle = builder.new_input(input.stream.clone(), pact);
-    let (results_output, results_stream) = builder.new_output();
-    let (late_output, late_stream) = builder.new_output();
-    let mut results_output = OutputBuilder::from(results_output);
-    let mut late_output = OutputBuilder::from(late_output);
-
-    builder.build(move |mut capabilities| {
-        let mut late_capabilities = CapabilitySet::from_elem(capabilities.pop().expect("two outputs"));
-        let mut results_capabilities = CapabilitySet::from_elem(capabilities.pop().expect("two outputs"));
-        let mut results: Vec<Record<WindowResult<K, E::Output>>> = Vec::new();
-        let mut late: Vec<Record<D>> = Vec::new();
-        move |frontiers| {
-            let frontier = frontiers[0].frontier();
-            let now_ms = context.clock.now_ms();
-            let mut emit = Emit { results: &mut results, late: &mut late };
-            input_handle.for_each(|_time, data: &mut Vec<Record<D>>| {
-                OperatorMetrics::add(&metrics.records_in, data.len());
-                for record in data.drain(..) {
-                    if context.failure.is_failed() {
-                        continue;
-                    }
-                    let key = key(&record.value);
-                    if let Err(error) = core.on_element(key, record, now_ms, &mut emit) {
-                        context.failure.fail(error);
-                    }
-                }
-            });
-            core.advance_watermark(frontier_watermark(frontier), now_ms, &mut emit);
-            core.advance_processing_time(now_ms, &mut emit);
-            metrics.set_watermark(core.watermark_ms());
-
-            if !results.is_empty() {
-                OperatorMetrics::add(&metrics.records_out, results.len());
-                results_output.activate().session(&results_capabilities).give_iterator(results.drain(..));
-            }
-            if !late.is_empty() {
-                OperatorMetrics::add(&metrics.records_late, late.len());
-                late_output.activate().session(&late_capabilities).give_iterator(late.drain(..));
-            }
-            results_capabilities.downgrade(frontier.iter());
-            late_capabilities.downgrade(frontier.iter());
-            // Processing-time windows still open at the end of input are dropped, as in Flink's
-            // streaming mode; until then, wake up for the next processing-time timer.
-            if !frontier.is_empty()
-                && let Some(next_ms) = core.next_processing_timer()
-            {
-                let delay_ms = (next_ms + 1 - context.clock.now_ms()).max(0) as u64;
-                activator.activate_after(Duration::from_millis(delay_ms));
-            }
-        }
-    });
-
-    WindowOutput {
-        results: Stream::new(env.clone(), results_stream, node, false),
-        late: Stream::new(env, late_stream, late_node, false),
-    }
-}

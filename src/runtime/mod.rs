@@ -9,8 +9,10 @@
 //! threads (`timely::execute`). The simulator (`flowlab-sim`) and timely's multi-process cluster
 //! mode are further substrates. They all call [`build_job`], so the operator code is the same.
 
+mod keyed;
 mod sink;
 
+pub use keyed::{Emit, KeyedEngine, KeyedOutput, keyed_operator};
 pub(crate) use sink::sink_operator;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -43,7 +43,7 @@ pub use assigner::{
 };
 pub use evictor::{CountEvictor, Evictor, TimeEvictor};
 pub use function::{AggregateFunction, Aggregating, ProcessWindowFunction, Processing, ReduceAggregate, WindowLogic};
-pub use operator::{Emit, WindowCore, WindowCounts, WindowEngine, WindowSettings};
+pub use operator::{WindowCore, WindowCounts, WindowEmit, WindowSettings};
 pub use sliced::{SliceSpec, SlicedCore};
 pub use trigger::{
     ContinuousEventTimeTrigger, CountTrigger, EventTimeTrigger, NeverTrigger, ProcessingTimeTrigger, PurgingTrigger,

@@ -24,6 +24,7 @@ use super::function::WindowLogic;
 use super::trigger::{TimerRequest, Trigger, TriggerContext, TriggerResult, TriggerState};
 use super::{Window, WindowResult};
 use crate::error::Result;
+use crate::runtime::{Emit, KeyedEngine};
 use crate::state::StableHasher;
 use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
 
@@ -129,66 +130,9 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     emitted: Vec<L::Output>,
 }
 
-/// What the timely window operator drives: [`WindowCore`] in general, the sliced operator for
-/// tumbling and sliding windows with an incremental aggregate and the default trigger.
-pub trait WindowEngine<K, D>: 'static {
-    /// What a firing emits.
-    type Output: crate::api::Data;
-    /// Processes one element of `key` arriving at processing time `now_ms`.
-    fn on_element(
-        &mut self,
-        key: K,
-        record: Record<D>,
-        now_ms: i64,
-        emit: &mut Emit<'_, K, D, Self::Output>,
-    ) -> Result<()>;
-    /// Advances the watermark (a lower one is ignored).
-    fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, K, D, Self::Output>);
-    /// Fires processing-time timers due before `now_ms`.
-    fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, Self::Output>);
-    /// The earliest pending processing-time timer.
-    fn next_processing_timer(&self) -> Option<i64>;
-    /// The operator's watermark.
-    fn watermark_ms(&self) -> i64;
-}
+/// Where a window operator's results and late elements go.
+pub type WindowEmit<'a, K, D, O> = Emit<'a, D, WindowResult<K, O>>;
 
-impl<K: Hash + Eq + Clone + 'static, D: 'static, L: WindowLogic<K, D>> WindowEngine<K, D> for WindowCore<K, D, L> {
-    type Output = L::Output;
-
-    fn on_element(
-        &mut self,
-        key: K,
-        record: Record<D>,
-        now_ms: i64,
-        emit: &mut Emit<'_, K, D, L::Output>,
-    ) -> Result<()> {
-        WindowCore::on_element(self, key, record, now_ms, emit)
-    }
-
-    fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
-        WindowCore::advance_watermark(self, watermark_ms, now_ms, emit);
-    }
-
-    fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
-        WindowCore::advance_processing_time(self, now_ms, emit);
-    }
-
-    fn next_processing_timer(&self) -> Option<i64> {
-        WindowCore::next_processing_timer(self)
-    }
-
-    fn watermark_ms(&self) -> i64 {
-        WindowCore::watermark_ms(self)
-    }
-}
-
-/// Where a firing's results and an element's late copy go.
-pub struct Emit<'a, K, D, O> {
-    /// Window results, as records at the window's `max_timestamp()`.
-    pub results: &'a mut Vec<Record<WindowResult<K, O>>>,
-    /// Elements too late for every window.
-    pub late: &'a mut Vec<Record<D>>,
-}
 
 impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
     /// An empty operator.
@@ -258,7 +202,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
 
     /// Moves the watermark to `watermark_ms` and fires every event-time timer up to it, in
     /// timestamp order; the frontier calls this. A lower watermark than the current is ignored.
-    pub fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
+    pub fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
         if watermark_ms <= self.watermark_ms {
             return;
         }
@@ -278,7 +222,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
 
     /// Fires every processing-time timer before `now_ms` (Flink fires a timer for `T` once the
     /// clock reaches `T + 1`).
-    pub fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, K, D, L::Output>) {
+    pub fn advance_processing_time(&mut self, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
         while let Some(&(time, key, window)) = self.processing_queue.first() {
             if time >= now_ms {
                 break;
@@ -296,7 +240,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         key: K,
         record: Record<D>,
         now_ms: i64,
-        emit: &mut Emit<'_, K, D, L::Output>,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) -> Result<()> {
         if self.settings.per_record_watermarks {
             self.advance_watermark(record.watermark_ms, now_ms, emit);
@@ -439,7 +383,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         window: &Window,
         result: TriggerResult,
         stamp_ms: i64,
-        emit: &mut Emit<'_, K, D, L::Output>,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) {
         if result == TriggerResult::Continue {
             return;
@@ -475,7 +419,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         watermark_ms: i64,
         stamp_ms: i64,
         now_ms: i64,
-        emit: &mut Emit<'_, K, D, L::Output>,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) {
         let state = &mut self.keys[key as usize];
         state.timers.retain(|timer| !(timer.domain == domain && timer.time_ms == time_ms && timer.window == window));
@@ -579,9 +523,41 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     }
 }
 
+impl<K: crate::api::Key, D: 'static, L: WindowLogic<K, D>> KeyedEngine<K, D> for WindowCore<K, D, L> {
+    type Output = WindowResult<K, L::Output>;
+
+    fn on_element(
+        &mut self,
+        key: K,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
+    ) -> Result<()> {
+        WindowCore::on_element(self, key, record, now_ms, emit)
+    }
+
+    fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
+        WindowCore::advance_watermark(self, watermark_ms, now_ms, emit);
+    }
+
+    fn advance_processing_time(&mut self, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
+        WindowCore::advance_processing_time(self, now_ms, emit);
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        WindowCore::next_processing_timer(self)
+    }
+
+    fn watermark_ms(&self) -> i64 {
+        WindowCore::watermark_ms(self)
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Emit;
     use crate::window::{
         AggregateFunction, Aggregating, ContinuousEventTimeTrigger, CountTrigger, GlobalWindows, PurgingTrigger,
         SessionWindows, SlidingWindows, TimeDomain, TumblingWindows,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::assigner::window_start_with_offset;
 use super::function::AggregateFunction;
-use super::operator::{Emit, WindowCounts};
+use super::operator::{WindowCounts, WindowEmit};
 use super::{Window, WindowResult};
 use crate::state::StableHasher;
 use crate::time::{Record, WATERMARK_MIN};
@@ -195,7 +195,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
     }
 
-    fn emit_window(&mut self, key: KeyId, start: i64, stamp_ms: i64, emit: &mut Emit<'_, K, D, A::Output>) {
+    fn emit_window(&mut self, key: KeyId, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         let window = self.window_at(start);
         let mut accumulator: Option<A::Accumulator> = None;
         for (slice_start, slice) in &self.keys[key as usize].slices {
@@ -220,7 +220,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     /// Moves the watermark to `watermark_ms`, firing every window whose end it reaches.
-    pub fn advance_watermark(&mut self, watermark_ms: i64, emit: &mut Emit<'_, K, D, A::Output>) {
+    pub fn advance_watermark(&mut self, watermark_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         if watermark_ms <= self.watermark_ms {
             return;
         }
@@ -257,7 +257,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     /// Processes one element of `key`.
-    pub fn on_element(&mut self, key: K, record: Record<D>, emit: &mut Emit<'_, K, D, A::Output>) {
+    pub fn on_element(&mut self, key: K, record: Record<D>, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         if self.per_record_watermarks {
             self.advance_watermark(record.watermark_ms, emit);
         }
@@ -319,27 +319,27 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 }
 
-impl<K: Hash + Eq + Clone + 'static, D: 'static, A: AggregateFunction<D>> super::operator::WindowEngine<K, D>
+impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::KeyedEngine<K, D>
     for SlicedCore<K, D, A>
 {
-    type Output = A::Output;
+    type Output = WindowResult<K, A::Output>;
 
     fn on_element(
         &mut self,
         key: K,
         record: Record<D>,
         _now_ms: i64,
-        emit: &mut Emit<'_, K, D, A::Output>,
+        emit: &mut WindowEmit<'_, K, D, A::Output>,
     ) -> crate::error::Result<()> {
         SlicedCore::on_element(self, key, record, emit);
         Ok(())
     }
 
-    fn advance_watermark(&mut self, watermark_ms: i64, _now_ms: i64, emit: &mut Emit<'_, K, D, A::Output>) {
+    fn advance_watermark(&mut self, watermark_ms: i64, _now_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         SlicedCore::advance_watermark(self, watermark_ms, emit);
     }
 
-    fn advance_processing_time(&mut self, _now_ms: i64, _emit: &mut Emit<'_, K, D, A::Output>) {}
+    fn advance_processing_time(&mut self, _now_ms: i64, _emit: &mut WindowEmit<'_, K, D, A::Output>) {}
 
     fn next_processing_timer(&self) -> Option<i64> {
         None

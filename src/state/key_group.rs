@@ -1,4 +1,4 @@
-//! Keyed state and how keys find their worker.
+//! How keys find their worker: key groups and the stable hash.
 //!
 //! # Key groups
 //!
@@ -75,6 +75,16 @@ pub fn worker_for_key_group(key_group: u32, max_parallelism: u32, parallelism: u
     key_group as usize * parallelism / max_parallelism as usize
 }
 
+/// The key groups owned by `worker` of `parallelism` (Flink's `computeKeyGroupRangeForOperatorIndex`):
+/// exactly those for which [`worker_for_key_group`] answers `worker`.
+pub fn key_group_range(worker: usize, max_parallelism: u32, parallelism: usize) -> std::ops::Range<u32> {
+    assert!(worker < parallelism, "worker {worker} out of range 0..{parallelism}");
+    let max = max_parallelism as usize;
+    let start = (worker * max).div_ceil(parallelism);
+    let end = ((worker + 1) * max).div_ceil(parallelism);
+    start as u32..end as u32
+}
+
 /// The worker, in `0..parallelism`, that owns `key`.
 pub fn worker_for_key<K: Hash + ?Sized>(key: &K, max_parallelism: u32, parallelism: usize) -> usize {
     worker_for_key_group(key_group(key, max_parallelism), max_parallelism, parallelism)
@@ -107,6 +117,11 @@ mod tests {
                 .collect();
             prop_assert!(owners.windows(2).all(|pair| pair[0] <= pair[1]));
             prop_assert!(owners.iter().all(|&worker| worker < parallelism));
+            for worker in 0..parallelism {
+                let range = key_group_range(worker, max_parallelism, parallelism);
+                let owned: Vec<u32> = (0..max_parallelism).filter(|&g| owners[g as usize] == worker).collect();
+                prop_assert_eq!(owned, range.collect::<Vec<u32>>());
+            }
             let used: std::collections::BTreeSet<usize> = owners.into_iter().collect();
             prop_assert_eq!(used.len(), parallelism);
         }
