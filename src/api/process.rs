@@ -18,7 +18,7 @@ use crate::time::{Record, WATERMARK_MIN};
 use crate::window::TimeDomain;
 
 /// Per-record logic with keyed state and timers. A lab seam.
-pub trait KeyedProcessFunction<K, D>: 'static {
+pub trait KeyedProcessFunction<K: Ord, D>: 'static {
     /// What it emits.
     type Output: Data;
     /// Declares its state (register every descriptor here, as Flink's `open`).

@@ -114,6 +114,13 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
         L: WindowLogic<K, D>,
     {
         let trigger = self.trigger.clone().unwrap_or_else(|| self.assigner.default_trigger());
+        if self.assigner.is_merging() && !trigger.can_merge() {
+            // Flink rejects this when the job is built; flowlab fails the job with the reason.
+            self.keyed.stream().env.context().failure.fail(crate::error::Error::Usage(format!(
+                "trigger {:?} cannot merge windows, so it cannot be used with merging (session) windows",
+                trigger.name()
+            )));
+        }
         let settings = WindowSettings {
             assigner: Arc::clone(&self.assigner),
             trigger: Arc::clone(&trigger),
@@ -143,6 +150,10 @@ impl<K, D: Data, A: AggregateFunction<D>> ProcessWindowFunction<K, D> for FoldAt
         elements: &[(i64, D)],
         out: &mut Vec<A::Output>,
     ) {
+        if elements.is_empty() {
+            // The evictor removed everything: nothing to fold, so nothing to emit.
+            return;
+        }
         let mut accumulator = self.0.create_accumulator();
         for (_, value) in elements {
             self.0.add(&mut accumulator, value);
@@ -150,4 +161,3 @@ impl<K, D: Data, A: AggregateFunction<D>> ProcessWindowFunction<K, D> for FoldAt
         out.push(self.0.result(&accumulator));
     }
 }
-

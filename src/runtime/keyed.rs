@@ -45,7 +45,6 @@ pub trait KeyedEngine<K, D>: 'static {
     fn watermark_ms(&self) -> i64;
 }
 
-
 /// What a keyed operator produces: its results and the elements it found too late.
 pub struct KeyedOutput<'scope, O, D> {
     /// The results.

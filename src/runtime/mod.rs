@@ -193,15 +193,27 @@ where
             }
             graph
         }));
-        run.map_err(|payload| {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_string());
-            worker_failure.fail(Error::Runtime(format!("worker {index} panicked: {message}")));
-        })
-        .ok()
+        let graph = match run {
+            Ok(graph) => Some(graph),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                worker_failure.fail(Error::Runtime(format!("worker {index} panicked: {message}")));
+                None
+            }
+        };
+        if worker_failure.is_failed() {
+            // timely steps a worker until its dataflows finish; a failed job's never do.
+            let mut dataflows = worker.installed_dataflows();
+            dataflows.sort_unstable();
+            for dataflow in dataflows {
+                worker.drop_dataflow(dataflow);
+            }
+        }
+        graph
     })
     .map_err(Error::Runtime)?;
     let mut graphs = Vec::new();

@@ -149,7 +149,12 @@ impl<T> ReducingStateDescriptor<T> {
 impl<IN, A: AggregateFunction<IN>> AggregatingStateDescriptor<IN, A> {
     /// Describes aggregating state named `name`, folded with `function`.
     pub fn new(name: &str, function: A) -> Self {
-        AggregatingStateDescriptor { name: name.to_string(), ttl: None, function: Arc::new(function), marker: PhantomData }
+        AggregatingStateDescriptor {
+            name: name.to_string(),
+            ttl: None,
+            function: Arc::new(function),
+            marker: PhantomData,
+        }
     }
 }
 
@@ -210,7 +215,8 @@ where
     }
 
     fn decode_into(&self, fresh: &mut Option<Box<dyn ErasedTable<K>>>, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let entries: Vec<((K, Window), V)> = bincode::deserialize(bytes).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let entries: Vec<((K, Window), V)> =
+            bincode::deserialize(bytes).map_err(|e| SnapshotError::Decode(e.to_string()))?;
         let table = fresh.get_or_insert_with(|| self.empty());
         let table = table.as_any_mut().downcast_mut::<Table<K, V>>().expect("same type as its template");
         for (key, value) in entries {
@@ -427,7 +433,11 @@ where
     pub fn list_add<T: StateData>(&mut self, descriptor: &ListStateDescriptor<T>, value: T) {
         let scope = self.scope();
         let renewed_ms = self.stamp(descriptor.ttl());
-        self.table::<Vec<Stamped<T>>>(descriptor.name()).entries.entry(scope).or_default().push(Stamped { value, renewed_ms });
+        self.table::<Vec<Stamped<T>>>(descriptor.name())
+            .entries
+            .entry(scope)
+            .or_default()
+            .push(Stamped { value, renewed_ms });
     }
 
     /// Replaces the current key's list.
@@ -478,7 +488,12 @@ where
     }
 
     /// Sets the current key's value for `user_key`.
-    pub fn map_put<UK: StateData + Ord, UV: StateData>(&mut self, descriptor: &MapStateDescriptor<UK, UV>, user_key: UK, value: UV) {
+    pub fn map_put<UK: StateData + Ord, UV: StateData>(
+        &mut self,
+        descriptor: &MapStateDescriptor<UK, UV>,
+        user_key: UK,
+        value: UV,
+    ) {
         let scope = self.scope();
         let renewed_ms = self.stamp(descriptor.ttl());
         self.table::<BTreeMap<UK, Stamped<UV>>>(descriptor.name())
@@ -489,7 +504,11 @@ where
     }
 
     /// Removes `user_key` from the current key's map.
-    pub fn map_remove<UK: StateData + Ord, UV: StateData>(&mut self, descriptor: &MapStateDescriptor<UK, UV>, user_key: &UK) {
+    pub fn map_remove<UK: StateData + Ord, UV: StateData>(
+        &mut self,
+        descriptor: &MapStateDescriptor<UK, UV>,
+        user_key: &UK,
+    ) {
         let scope = self.scope();
         let table = self.table::<BTreeMap<UK, Stamped<UV>>>(descriptor.name());
         if let Some(map) = table.entries.get_mut(&scope) {
@@ -501,7 +520,10 @@ where
     }
 
     /// The current key's map entries, in user-key order.
-    pub fn map_entries<UK: StateData + Ord, UV: StateData>(&mut self, descriptor: &MapStateDescriptor<UK, UV>) -> Vec<(UK, UV)> {
+    pub fn map_entries<UK: StateData + Ord, UV: StateData>(
+        &mut self,
+        descriptor: &MapStateDescriptor<UK, UV>,
+    ) -> Vec<(UK, UV)> {
         self.live_map(descriptor)
             .map(|map| map.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect())
             .unwrap_or_default()
@@ -583,11 +605,13 @@ where
             for (group, states) in snapshot.groups.range(key_groups.clone()) {
                 for (name, bytes) in states {
                     let template = self.tables.get(name).ok_or_else(|| {
-                        SnapshotError::Decode(format!("snapshot holds state {name:?} that the operator does not declare"))
+                        SnapshotError::Decode(format!(
+                            "snapshot holds state {name:?} that the operator does not declare"
+                        ))
                     })?;
-                    template.decode_into(fresh.get_mut(name).expect("one per table"), bytes).map_err(|e| {
-                        SnapshotError::Decode(format!("state {name:?}, key group {group}: {e}"))
-                    })?;
+                    template
+                        .decode_into(fresh.get_mut(name).expect("one per table"), bytes)
+                        .map_err(|e| SnapshotError::Decode(format!("state {name:?}, key group {group}: {e}")))?;
                 }
             }
         }

@@ -135,15 +135,24 @@ mod tests {
     fn every_kind_of_damage_is_named() {
         let bytes = encode(SnapshotKind::OperatorState, &vec![1u64, 2, 3]);
         assert_eq!(decode::<Vec<u64>>(SnapshotKind::OperatorState, &bytes), Ok(vec![1, 2, 3]));
-        assert!(matches!(decode::<Vec<u64>>(SnapshotKind::OperatorState, &bytes[..10]), Err(SnapshotError::Truncated { .. })));
+        assert!(matches!(
+            decode::<Vec<u64>>(SnapshotKind::OperatorState, &bytes[..10]),
+            Err(SnapshotError::Truncated { .. })
+        ));
         assert!(matches!(
             decode::<Vec<u64>>(SnapshotKind::OperatorState, &bytes[..bytes.len() - 1]),
             Err(SnapshotError::Truncated { .. })
         ));
-        assert_eq!(decode::<Vec<u64>>(SnapshotKind::KeyedState, &bytes), Err(SnapshotError::Kind { found: 2, expected: SnapshotKind::KeyedState }));
+        assert_eq!(
+            decode::<Vec<u64>>(SnapshotKind::KeyedState, &bytes),
+            Err(SnapshotError::Kind { found: 2, expected: SnapshotKind::KeyedState })
+        );
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(decode::<Vec<u64>>(SnapshotKind::OperatorState, &flipped), Err(SnapshotError::Checksum { .. })));
+        assert!(matches!(
+            decode::<Vec<u64>>(SnapshotKind::OperatorState, &flipped),
+            Err(SnapshotError::Checksum { .. })
+        ));
         let mut version = bytes.clone();
         version[8] = 9;
         assert_eq!(decode::<Vec<u64>>(SnapshotKind::OperatorState, &version), Err(SnapshotError::Version { found: 9 }));
@@ -152,6 +161,9 @@ mod tests {
         assert_eq!(decode::<Vec<u64>>(SnapshotKind::OperatorState, &magic), Err(SnapshotError::BadMagic));
         let mut longer = bytes;
         longer.push(0);
-        assert_eq!(decode::<Vec<u64>>(SnapshotKind::OperatorState, &longer), Err(SnapshotError::TrailingBytes { extra: 1 }));
+        assert_eq!(
+            decode::<Vec<u64>>(SnapshotKind::OperatorState, &longer),
+            Err(SnapshotError::TrailingBytes { extra: 1 })
+        );
     }
 }

@@ -19,13 +19,15 @@
 //!
 //! # Which watermark?
 //!
-//! An element is judged against the larger of its own watermark stamp (the watermark its source
-//! had emitted before it, see [`crate::time`]) and the operator's frontier watermark. Before the
-//! element is processed, its key's event-time timers up to that watermark fire — exactly what
-//! Flink does when the watermark arrives ahead of the element. Timers of other keys fire when the
-//! frontier passes them. Because every record whose stamp is below `W` has arrived by the time the
-//! frontier reaches `W`, no window can fire before all of its on-time elements are in: firing
-//! never depends on batching, timing or parallelism.
+//! When the operator's input arrives in the order of one source instance (a file read by one
+//! reader, spread by one `key_by`), its watermark follows the records: before each record, the
+//! operator advances to the watermark stamp the record carries (the watermark its source had
+//! emitted before it) and fires every timer up to it — exactly what Flink's operator does when
+//! that watermark arrives ahead of the record. Otherwise (several sources, or records already
+//! reordered by an earlier exchange) the operator's watermark is timely's frontier, the minimum
+//! over its inputs. Either way the frontier advances too, and because every record whose stamp is
+//! below `W` has arrived by the time the frontier reaches `W`, no window fires before all of its
+//! on-time elements are in.
 //!
 //! The state lives per key in ordered maps; nothing iterates a hash map, so the order of results
 //! is a function of the input.

@@ -133,7 +133,6 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
 /// Where a window operator's results and late elements go.
 pub type WindowEmit<'a, K, D, O> = Emit<'a, D, WindowResult<K, O>>;
 
-
 impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L> {
     /// An empty operator.
     pub fn new(settings: WindowSettings<D>, logic: L) -> Self {
@@ -552,7 +551,6 @@ impl<K: crate::api::Key, D: 'static, L: WindowLogic<K, D>> KeyedEngine<K, D> for
         WindowCore::watermark_ms(self)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -309,13 +309,13 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.requeue(key);
     }
 
-    /// The earliest window start whose window the watermark has not reached.
+    /// The earliest window start whose window the watermark has not reached: the smallest
+    /// aligned `start` with `start + size - 1 > watermark`.
     fn first_open_start(&self, watermark_ms: i64) -> i64 {
         if watermark_ms == WATERMARK_MIN {
             return i64::MIN;
         }
-        // Windows containing `watermark + 1` are open, and every later one.
-        self.first_start(watermark_ms.saturating_add(1))
+        self.last_start(watermark_ms.saturating_add(1).saturating_sub(self.spec.size_ms)) + self.spec.slide_ms
     }
 }
 
@@ -347,5 +347,109 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
 
     fn watermark_ms(&self) -> i64 {
         self.watermark_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Emit, KeyedEngine};
+    use crate::window::{Aggregating, SlidingWindows, TimeDomain, WindowAssigner, WindowCore, WindowSettings};
+    use proptest::prelude::*;
+
+    struct Sum;
+
+    impl AggregateFunction<i64> for Sum {
+        type Accumulator = (i64, i64);
+        type Output = (i64, i64);
+        fn create_accumulator(&self) -> (i64, i64) {
+            (0, 0)
+        }
+        fn add(&self, acc: &mut (i64, i64), value: &i64) {
+            *acc = (acc.0 + 1, acc.1 + value);
+        }
+        fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
+            *acc = (acc.0 + other.0, acc.1 + other.1);
+        }
+        fn result(&self, acc: &(i64, i64)) -> (i64, i64) {
+            *acc
+        }
+    }
+
+    type Rows = Vec<(u8, i64, i64, (i64, i64))>;
+
+    fn run<E: KeyedEngine<u8, i64, Output = WindowResult<u8, (i64, i64)>>>(
+        mut engine: E,
+        input: &[(u8, i64, i64)],
+    ) -> (Rows, Vec<i64>) {
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        for &(key, time_ms, stamp_ms) in input {
+            engine.on_element(key, Record::new(time_ms, stamp_ms, time_ms), 0, &mut emit).unwrap();
+        }
+        engine.advance_watermark(i64::MAX, 0, &mut emit);
+        let mut rows: Rows =
+            results.iter().map(|r| (r.value.key, r.value.window.start, r.value.window.end, r.value.value)).collect();
+        rows.sort();
+        let mut late: Vec<i64> = late.iter().map(|r| r.time_ms).collect();
+        late.sort();
+        (rows, late)
+    }
+
+    /// `(key, time, stamp)` with non-decreasing stamps, as one source produces them.
+    fn input() -> impl Strategy<Value = Vec<(u8, i64, i64)>> {
+        prop::collection::vec((0u8..3, -3_000i64..6_000, 0i64..400), 0..80).prop_map(|raw| {
+            let mut stamp = i64::MIN;
+            raw.into_iter()
+                .map(|(key, time, advance)| {
+                    let row = (key, time, stamp);
+                    stamp = if stamp == i64::MIN { time - 1_000 } else { stamp.max(time - 1_000) + advance % 3 };
+                    row
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// The sliced operator gives exactly the general operator's firings and late elements,
+        /// for every size/slide ratio (also size < slide, with gaps), offset and lateness.
+        #[test]
+        fn sliced_equals_general(
+            input in input(),
+            size in 1i64..12,
+            slide in 1i64..12,
+            offset_steps in 0i64..12,
+            lateness in prop::sample::select(vec![0i64, 100, 400, 1_500]),
+        ) {
+            let (size_ms, slide_ms) = (size * 100, slide * 100);
+            let offset_ms = (offset_steps * 100) % slide_ms;
+            let assigner = SlidingWindows::new(size_ms, slide_ms, offset_ms, TimeDomain::EventTime).unwrap();
+            let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
+            let sliced = run(SlicedCore::new(spec, lateness, true, Arc::new(Sum)), &input);
+            let settings = WindowSettings {
+                trigger: WindowAssigner::<i64>::default_trigger(&assigner),
+                assigner: Arc::new(assigner) as Arc<dyn WindowAssigner<i64>>,
+                allowed_lateness_ms: lateness,
+                per_record_watermarks: true,
+            };
+            let general = run(WindowCore::new(settings, Aggregating(Arc::new(Sum))), &input);
+            prop_assert_eq!(sliced, general);
+        }
+    }
+
+    #[test]
+    fn a_window_late_fired_in_a_gap_configuration_fires_once() {
+        // size 100 < slide 300: 1000 and 1050 fall between windows; 650 arrives at watermark 699,
+        // late for [600, 700) but within the 400 ms lateness: one late firing, never a second.
+        let assigner = SlidingWindows::new(100, 300, 0, TimeDomain::EventTime).unwrap();
+        let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
+        let (rows, late) = run(
+            SlicedCore::new(spec, 400, true, Arc::new(Sum)),
+            &[(0, 1_000, i64::MIN), (0, 650, 699), (0, 1_050, 699)],
+        );
+        assert_eq!(rows, vec![(0, 600, 700, (1, 650))]);
+        assert_eq!(late, vec![1_000, 1_050]);
     }
 }

@@ -233,9 +233,9 @@ pub struct CountTrigger {
 }
 
 impl CountTrigger {
-    /// Fires when `count` elements have arrived since the last firing.
+    /// Fires when `count` elements have arrived since the last firing (with `count <= 1`, on
+    /// every element, as in Flink).
     pub fn of(count: i64) -> Self {
-        assert!(count > 0, "a count trigger needs a positive count");
         CountTrigger { count }
     }
 }
