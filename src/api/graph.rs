@@ -45,6 +45,8 @@ pub enum Partitioning {
     Hash,
     /// Everything to worker 0 (Flink's `global`), as a single-file sink needs.
     Gather,
+    /// Every record to every worker (Flink's `broadcast`).
+    Broadcast,
     /// Which output of a multi-output operator (`late` for the late side output).
     SideOutput(&'static str),
 }
@@ -120,6 +122,7 @@ impl JobGraph {
                 Partitioning::Forward => ("forward".to_string(), ""),
                 Partitioning::Hash => ("hash(key)".to_string(), ", style=bold"),
                 Partitioning::Gather => ("gather".to_string(), ", style=dashed"),
+                Partitioning::Broadcast => ("broadcast".to_string(), ", style=dotted"),
                 Partitioning::SideOutput(name) => (format!("side: {name}"), ", color=red, fontcolor=red"),
             };
             let _ =

@@ -23,12 +23,16 @@
 //! assert_eq!(out.sorted_values(), vec![40, 60]);
 //! ```
 
+mod broadcast;
 mod graph;
 mod keyed;
 mod process;
 mod stream;
 mod windowed;
 
+pub use broadcast::{
+    BroadcastContext, BroadcastState, BroadcastStream, ConnectedStreams, KeyedBroadcastProcessFunction,
+};
 pub use graph::{JobGraph, Operator, OperatorKind, Partitioning};
 pub use keyed::KeyedStream;
 pub use process::{KeyedProcessCore, KeyedProcessFunction, ProcessContext};

@@ -8,7 +8,6 @@
 //! Like windows, the operator follows each record's watermark stamp when its input arrives in one
 //! source's order, and the frontier otherwise.
 
-use std::rc::Rc;
 
 use super::{Data, Key, KeyedStream, OperatorKind, Stream};
 use crate::error::Result;
@@ -44,7 +43,25 @@ pub struct ProcessContext<'a, K: Ord, O> {
     out: &'a mut Vec<Record<O>>,
 }
 
-impl<K: Key, O> ProcessContext<'_, K, O> {
+impl<'a, K: Key, O> ProcessContext<'a, K, O> {
+    /// A context for `key`, its state scoped to it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        key: &'a K,
+        timestamp_ms: i64,
+        watermark_ms: i64,
+        processing_time_ms: i64,
+        stamp_ms: i64,
+        firing: bool,
+        state: &'a mut KeyedStateBackend<K>,
+        timers: &'a mut TimerService<K>,
+        out: &'a mut Vec<Record<O>>,
+    ) -> Self {
+        state.set_current_key(key.clone());
+        state.set_time(processing_time_ms, watermark_ms);
+        ProcessContext { key, timestamp_ms, watermark_ms, processing_time_ms, stamp_ms, firing, state, timers, out }
+    }
+
     /// The current key.
     pub fn key(&self) -> &K {
         self.key
@@ -143,19 +160,17 @@ impl<K: Key, D: 'static, F: KeyedProcessFunction<K, D>> KeyedProcessCore<K, D, F
         out: &mut Vec<Record<F::Output>>,
         body: impl FnOnce(&mut F, &mut ProcessContext<'_, K, F::Output>),
     ) {
-        self.state.set_current_key(key.clone());
-        self.state.set_time(now_ms, self.watermark_ms);
-        let mut ctx = ProcessContext {
+        let mut ctx = ProcessContext::new(
             key,
             timestamp_ms,
-            watermark_ms: self.watermark_ms,
-            processing_time_ms: now_ms,
+            self.watermark_ms,
+            now_ms,
             stamp_ms,
             firing,
-            state: &mut self.state,
-            timers: &mut self.timers,
+            &mut self.state,
+            &mut self.timers,
             out,
-        };
+        );
         body(&mut self.function, &mut ctx);
     }
 }
@@ -214,7 +229,7 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
         let per_record = self.stream().in_source_order;
         let max_parallelism = self.stream().env.context().max_parallelism.max(1);
         let core = KeyedProcessCore::new(function, max_parallelism, per_record);
-        let (exchange, key): (_, Rc<dyn Fn(&D) -> K>) = (self.exchange(), self.key_fn());
+        let (exchange, key) = (self.exchange(), self.key_fn());
         keyed_operator(self.stream().clone(), exchange, "process", OperatorKind::Keyed, key, core).results
     }
 }
