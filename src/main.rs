@@ -37,6 +37,9 @@ enum Command {
     Window(WindowArgs),
     /// Print a built-in job's graph as Graphviz DOT.
     Graph(GraphArgs),
+    /// Run the built-in window job under the deterministic simulator, one run per seed, and check
+    /// each against the threads substrate.
+    Sim(SimArgs),
 }
 
 #[derive(Args)]
@@ -174,13 +177,48 @@ struct GraphArgs {
     parallelism: usize,
 }
 
+#[derive(Args, Clone)]
+struct SimArgs {
+    /// Seeds to run: a range `A..B` (B excluded) or one seed `S`.
+    #[arg(long, default_value = "0..20")]
+    seeds: String,
+    /// Number of simulated workers.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Events the generated input has.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Distinct keys in the generated input.
+    #[arg(long, default_value_t = 100)]
+    keys: u64,
+    /// Fraction of generated events that are stragglers (late for the watermark).
+    #[arg(long, default_value_t = 0.02)]
+    late_fraction: f64,
+    /// Windows: tumbling:<size> | sliding:<size>,<slide> | session:<gap> | count:<n>[,<slide>]
+    #[arg(long, default_value = "tumbling:1s")]
+    window: String,
+    /// Watermark strategy of the source.
+    #[arg(long, default_value = "bounded:2s")]
+    watermark: String,
+    /// Run every seed twice and fail if the two runs differ in trace hash or result.
+    #[arg(long)]
+    check_determinism: bool,
+}
+
 fn main() -> ExitCode {
+    // Like every Unix tool, end quietly when the reader of our output goes away
+    // (`flowlab gen | head`), instead of panicking on the failed write.
+    // SAFETY: called once, first thing, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gen(args) => gen_command(&args),
         Command::Watermarks(args) => watermarks_command(&args),
         Command::Window(args) => window_command(&args),
         Command::Graph(args) => graph_command(&args),
+        Command::Sim(args) => sim_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -436,5 +474,160 @@ fn graph_command(args: &GraphArgs) -> Result<()> {
             Ok(())
         }
         other => Err(Error::Usage(format!("unknown job {other:?}; built-in jobs: watermarks, window"))),
+    }
+}
+
+/// Parses `A..B` (B excluded) or a single seed `S`.
+fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>> {
+    let bad = || Error::Usage(format!("bad --seeds {text:?}: write a range such as 0..20, or one seed such as 7"));
+    let number = |part: &str| part.trim().parse::<u64>().map_err(|_| bad());
+    let range = match text.split_once("..") {
+        Some((start, end)) => number(start)?..number(end)?,
+        None => {
+            let seed = number(text)?;
+            seed..seed.checked_add(1).ok_or_else(bad)?
+        }
+    };
+    if range.is_empty() {
+        return Err(bad());
+    }
+    Ok(range)
+}
+
+impl SimArgs {
+    /// The command that runs exactly `seed` with these settings.
+    fn replay_command(&self, seed: u64) -> String {
+        let mut command = format!(
+            "flowlab sim --seeds {seed}..{} --workers {} --events {} --keys {} --late-fraction {} --window {} --watermark {}",
+            seed + 1,
+            self.workers,
+            self.events,
+            self.keys,
+            self.late_fraction,
+            self.window,
+            self.watermark
+        );
+        if self.check_determinism {
+            command.push_str(" --check-determinism");
+        }
+        command
+    }
+}
+
+/// The stable digest of a window job's result: its sorted rows and late lines.
+fn window_digest(outcome: &flowlab::jobs::window::WindowOutcome, count_windows: bool) -> u64 {
+    let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max];
+    let mut text = render_rows(&outcome.rows(count_windows), &aggregates);
+    for line in &outcome.late_lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    flowlab_sim::stable_hash(text.as_bytes())
+}
+
+/// One simulated run: `(trace hash, steps, result digest)`.
+fn sim_run(job: &WindowJob, args: &SimArgs, seed: u64) -> Result<(u64, u64, u64)> {
+    let outcome = run_window(job, &JobConfig::simulated("window", args.workers, seed))?;
+    let simulation = outcome.report.simulation.as_ref().expect("a simulated run reports its simulation");
+    Ok((simulation.trace_hash(), simulation.steps, window_digest(&outcome, job.is_count_window())))
+}
+
+fn sim_command(args: &SimArgs) -> Result<()> {
+    let seeds = parse_seeds(&args.seeds)?;
+    let generator = GeneratorConfig {
+        keys: args.keys,
+        events: args.events,
+        late_fraction: args.late_fraction,
+        ..GeneratorConfig::default()
+    };
+    generator.validate()?;
+    // The built-in window job reads a CSV file: write the generated input to a temporary one.
+    let input = std::env::temp_dir().join(format!("flowlab-sim-{}.csv", std::process::id()));
+    let written = File::create(&input).map_err(|e| Error::io("cannot create", &input, e)).and_then(|file| {
+        flowlab::connectors::write_events_csv(&generator, &mut BufWriter::with_capacity(1 << 16, file))
+            .map_err(|e| Error::io("cannot write", &input, e))
+    });
+    let result = written.and_then(|()| sim_seeds(args, &input, seeds));
+    let _ = std::fs::remove_file(&input);
+    result
+}
+
+fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64>) -> Result<()> {
+    let job = WindowJob {
+        input: input.to_path_buf(),
+        window: WindowSpec::parse(&args.window)?,
+        strategy: WatermarkStrategy::parse(&args.watermark)?,
+        lateness_ms: 0,
+        offset_ms: 0,
+        bad_lines: BadLinePolicy::Fail,
+    };
+    let expected = window_digest(&run_window(&job, &JobConfig::threads("window", args.workers))?, job.is_count_window());
+    println!(
+        "window job {} over {} events, {} workers; threads substrate result digest {expected:016x}",
+        args.window, args.events, args.workers
+    );
+    let total = seeds.end - seeds.start;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds ({per_sec}, eta {eta}) {msg}").expect("valid template"),
+    );
+    let started = std::time::Instant::now();
+    let (mut failed, mut runs) = (Vec::new(), 0u64);
+    for seed in seeds {
+        let mut verdict = Vec::new();
+        let line = match sim_run(&job, args, seed) {
+            Ok((hash, steps, digest)) => {
+                runs += 1;
+                if digest != expected {
+                    verdict.push(format!("result digest {digest:016x} differs from the threads substrate's"));
+                }
+                if args.check_determinism {
+                    runs += 1;
+                    match sim_run(&job, args, seed) {
+                        Ok((again_hash, _, again_digest)) => {
+                            if again_hash != hash {
+                                verdict.push(format!("second run's trace hash {again_hash:016x} differs"));
+                            }
+                            if again_digest != digest {
+                                verdict.push(format!("second run's result digest {again_digest:016x} differs"));
+                            }
+                        }
+                        Err(error) => verdict.push(format!("second run failed: {error}")),
+                    }
+                }
+                let status = if verdict.is_empty() { "ok".to_string() } else { format!("FAIL: {}", verdict.join("; ")) };
+                format!("seed {seed:>6}  trace {hash:016x}  steps {steps:>6}  digest {digest:016x}  {status}")
+            }
+            Err(error) => {
+                verdict.push(error.to_string());
+                format!("seed {seed:>6}  FAIL: {error}")
+            }
+        };
+        // `suspend`, not `println`: the lines must appear even when the bar is hidden (no terminal).
+        bar.suspend(|| {
+            println!("{line}");
+            if !verdict.is_empty() {
+                println!("  replay: {}", args.replay_command(seed));
+            }
+        });
+        if !verdict.is_empty() {
+            failed.push(seed);
+        }
+        bar.set_message(format!("{} failed", failed.len()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "{total} seeds, {} ok, {} failed; {runs} simulated runs in {seconds:.2} s: {:.1} runs/s, {:.0} events/s",
+        total - failed.len() as u64,
+        failed.len(),
+        runs as f64 / seconds,
+        (runs * args.events) as f64 / seconds
+    );
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => {
+            Err(Error::Runtime(format!("{} seed(s) failed; replay the first: {}", failed.len(), args.replay_command(*first))))
+        }
     }
 }
