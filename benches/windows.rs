@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowlab::connectors::{GeneratorConfig, generate_events};
-use flowlab::time::{BoundedOutOfOrderness, Record, WATERMARK_MAX, WatermarkGenerator};
 use flowlab::runtime::{Emit, KeyedEngine};
+use flowlab::time::{BoundedOutOfOrderness, Record, WATERMARK_MAX, WatermarkGenerator};
 use flowlab::window::{
     AggregateFunction, Aggregating, SessionWindows, SlicedCore, SlidingWindows, TimeDomain, TumblingWindows,
     WindowAssigner, WindowCore, WindowResult, WindowSettings,

@@ -35,4 +35,6 @@ pub mod book {
     pub struct Time;
     #[doc = include_str!("../book/src/windows.md")]
     pub struct Windows;
+    #[doc = include_str!("../book/src/simulator.md")]
+    pub struct Simulator;
 }

@@ -561,14 +561,16 @@ fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64
         offset_ms: 0,
         bad_lines: BadLinePolicy::Fail,
     };
-    let expected = window_digest(&run_window(&job, &JobConfig::threads("window", args.workers))?, job.is_count_window());
+    let expected =
+        window_digest(&run_window(&job, &JobConfig::threads("window", args.workers))?, job.is_count_window());
     println!(
         "window job {} over {} events, {} workers; threads substrate result digest {expected:016x}",
         args.window, args.events, args.workers
     );
     let total = seeds.end - seeds.start;
     let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds ({per_sec}, eta {eta}) {msg}").expect("valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds ({per_sec}, eta {eta}) {msg}")
+            .expect("valid template"),
     );
     let started = std::time::Instant::now();
     let (mut failed, mut runs) = (Vec::new(), 0u64);
@@ -594,7 +596,8 @@ fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64
                         Err(error) => verdict.push(format!("second run failed: {error}")),
                     }
                 }
-                let status = if verdict.is_empty() { "ok".to_string() } else { format!("FAIL: {}", verdict.join("; ")) };
+                let status =
+                    if verdict.is_empty() { "ok".to_string() } else { format!("FAIL: {}", verdict.join("; ")) };
                 format!("seed {seed:>6}  trace {hash:016x}  steps {steps:>6}  digest {digest:016x}  {status}")
             }
             Err(error) => {
@@ -626,8 +629,10 @@ fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64
     );
     match failed.first() {
         None => Ok(()),
-        Some(first) => {
-            Err(Error::Runtime(format!("{} seed(s) failed; replay the first: {}", failed.len(), args.replay_command(*first))))
-        }
+        Some(first) => Err(Error::Runtime(format!(
+            "{} seed(s) failed; replay the first: {}",
+            failed.len(),
+            args.replay_command(*first)
+        ))),
     }
 }

@@ -8,7 +8,6 @@
 //! Like windows, the operator follows each record's watermark stamp when its input arrives in one
 //! source's order, and the frontier otherwise.
 
-
 use super::{Data, Key, KeyedStream, OperatorKind, Stream};
 use crate::error::Result;
 use crate::runtime::{Emit, KeyedEngine, keyed_operator};

@@ -81,6 +81,17 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
     /// Event-time tumbling and sliding windows with the default trigger and no evictor run on the
     /// sliced operator ([`SlicedCore`]): same results, each element folded once.
     pub fn aggregate<A: AggregateFunction<D>>(self, function: A) -> WindowOutput<'scope, K, A::Output, D> {
+        self.aggregate_evicted(function, true)
+    }
+
+    /// `aggregate`; with an evictor that empties a window, `fold_empty` says whether the window
+    /// still emits the result of an empty accumulator (Flink's `AggregateApplyWindowFunction`
+    /// does) or nothing (a reduce has no value to give).
+    fn aggregate_evicted<A: AggregateFunction<D>>(
+        self,
+        function: A,
+        fold_empty: bool,
+    ) -> WindowOutput<'scope, K, A::Output, D> {
         if let (None, None, Some(spec)) = (&self.trigger, &self.evictor, self.assigner.slicing()) {
             let per_record = self.keyed.stream().in_source_order;
             let core = SlicedCore::new(spec, self.allowed_lateness_ms, per_record, Arc::new(function));
@@ -92,7 +103,7 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
         match self.evictor.clone() {
             None => self.build(Aggregating(Arc::new(function)), "aggregate"),
             Some(evictor) => {
-                let function = Arc::new(FoldAtFire(function));
+                let function = Arc::new(FoldAtFire { function, fold_empty });
                 self.build(Processing { function, evictor: Some(evictor) }, "aggregate (evicting)")
             }
         }
@@ -100,7 +111,7 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
 
     /// Reduces each window with `reduce` (Flink's `reduce`).
     pub fn reduce(self, reduce: impl Fn(&D, &D) -> D + Send + Sync + 'static) -> WindowOutput<'scope, K, D, D> {
-        self.aggregate(ReduceAggregate::new(reduce))
+        self.aggregate_evicted(ReduceAggregate::new(reduce), false)
     }
 
     /// Runs `function` over all elements of each firing window (Flink's `process`).
@@ -137,7 +148,10 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
 }
 
 /// An aggregate over the elements left after eviction, computed when the window fires.
-struct FoldAtFire<A>(A);
+struct FoldAtFire<A> {
+    function: A,
+    fold_empty: bool,
+}
 
 impl<K, D: Data, A: AggregateFunction<D>> ProcessWindowFunction<K, D> for FoldAtFire<A> {
     type Output = A::Output;
@@ -150,14 +164,13 @@ impl<K, D: Data, A: AggregateFunction<D>> ProcessWindowFunction<K, D> for FoldAt
         elements: &[(i64, D)],
         out: &mut Vec<A::Output>,
     ) {
-        if elements.is_empty() {
-            // The evictor removed everything: nothing to fold, so nothing to emit.
+        if elements.is_empty() && !self.fold_empty {
             return;
         }
-        let mut accumulator = self.0.create_accumulator();
+        let mut accumulator = self.function.create_accumulator();
         for (_, value) in elements {
-            self.0.add(&mut accumulator, value);
+            self.function.add(&mut accumulator, value);
         }
-        out.push(self.0.result(&accumulator));
+        out.push(self.function.result(&accumulator));
     }
 }

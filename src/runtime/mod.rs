@@ -6,13 +6,16 @@
 //! `Product<u64, i64>` does not refine `()`), and steps the worker until the dataflow is done.
 //!
 //! Which workers, and who steps them, is the *substrate*: [`Substrate::Threads`] runs timely's own
-//! threads (`timely::execute`). The simulator (`flowlab-sim`) and timely's multi-process cluster
-//! mode are further substrates. They all call [`build_job`], so the operator code is the same.
+//! threads (`timely::execute`); [`Substrate::Simulated`] runs them under the deterministic
+//! simulator (`flowlab-sim`, see [`execute_simulated`]). Timely's multi-process cluster mode is a
+//! further substrate. They all call [`build_job`], so the operator code is the same.
 
 mod keyed;
+mod simulated;
 mod sink;
 
 pub use keyed::{Emit, KeyedEngine, KeyedOutput, keyed_operator};
+pub use simulated::{NetworkConfig, SimConfig, SimReport, SimulatedClock, execute_simulated};
 pub(crate) use sink::sink_operator;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +82,15 @@ pub enum Substrate {
         /// Number of worker threads: the job's parallelism.
         workers: usize,
     },
+    /// `workers` timely workers stepped one at a time in an order drawn from `seed`, with the
+    /// simulator's virtual clock as processing time (the other settings: [`SimConfig::default`];
+    /// [`execute_simulated`] takes them all).
+    Simulated {
+        /// Number of workers: the job's parallelism.
+        workers: usize,
+        /// The seed every choice of the run is drawn from.
+        seed: u64,
+    },
 }
 
 /// How to run a job. Defaults: the system clock, 128 key groups, a fresh metrics registry.
@@ -108,6 +120,11 @@ impl JobConfig {
         }
     }
 
+    /// Runs `name` on `workers` simulated workers with seed `seed` (see [`Substrate::Simulated`]).
+    pub fn simulated(name: &str, workers: usize, seed: u64) -> Self {
+        JobConfig { substrate: Substrate::Simulated { workers, seed }, ..Self::threads(name, workers) }
+    }
+
     /// Uses `clock` for processing time.
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
@@ -118,6 +135,7 @@ impl JobConfig {
     pub fn parallelism(&self) -> usize {
         match self.substrate {
             Substrate::Threads { workers } => workers,
+            Substrate::Simulated { workers, .. } => workers,
         }
     }
 
@@ -146,6 +164,8 @@ pub struct JobReport {
     pub graph: JobGraph,
     /// Every operator instance's counters.
     pub metrics: MetricsRegistry,
+    /// On the simulated substrate: seed, steps, trace hash. `None` on threads.
+    pub simulation: Option<SimReport>,
 }
 
 /// Builds `job` into `worker` as one dataflow; every substrate calls this.
@@ -168,9 +188,14 @@ where
     F: Fn(&Env<'_>) + Send + Sync + 'static,
 {
     config.validate()?;
+    let workers = match config.substrate {
+        Substrate::Threads { workers } => workers,
+        Substrate::Simulated { workers, seed } => {
+            return execute_simulated(config, SimConfig { workers, seed, ..SimConfig::default() }, job);
+        }
+    };
     let metrics = config.metrics.clone();
     let failure = JobFailure::default();
-    let Substrate::Threads { workers } = config.substrate;
     let (name, clock, max_parallelism) = (config.name.clone(), Arc::clone(&config.clock), config.max_parallelism);
     let worker_metrics = metrics.clone();
     let worker_failure = failure.clone();
@@ -224,7 +249,7 @@ where
         return Err(error);
     }
     let graph = graphs.into_iter().next().flatten().expect("worker 0 finished without failing");
-    Ok(JobReport { graph, metrics })
+    Ok(JobReport { graph, metrics, simulation: None })
 }
 
 /// Builds `job` for `parallelism` workers without running it, and returns its graph: what

@@ -110,6 +110,11 @@ pub trait WindowLogic<K, D>: 'static {
         contents: &mut Self::Contents,
         out: &mut Vec<Self::Output>,
     );
+    /// Whether `contents` hold nothing any more (an evictor removed every element); the window
+    /// then has no contents, as Flink's evicting operator writes back an empty list state.
+    fn is_empty(&self, _contents: &Self::Contents) -> bool {
+        false
+    }
 }
 
 /// Incremental aggregation: one accumulator per window.
@@ -182,5 +187,9 @@ impl<K, D: Data, P: ProcessWindowFunction<K, D>> WindowLogic<K, D> for Processin
         if let Some(evictor) = &self.evictor {
             evictor.evict_after(contents, window);
         }
+    }
+
+    fn is_empty(&self, contents: &Vec<(i64, D)>) -> bool {
+        contents.is_empty()
     }
 }

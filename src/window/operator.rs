@@ -403,7 +403,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
                 });
             }
         }
-        if result.is_purge() {
+        if result.is_purge() || entry.contents.as_ref().is_some_and(|contents| self.logic.is_empty(contents)) {
             entry.contents = None;
         }
     }
