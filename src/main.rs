@@ -203,6 +203,12 @@ struct SimArgs {
     /// Run every seed twice and fail if the two runs differ in trace hash or result.
     #[arg(long)]
     check_determinism: bool,
+    /// Simulated network: each exchanged message waits up to this long (virtual time), e.g. 20ms.
+    #[arg(long, default_value = "0ms")]
+    delay_max: String,
+    /// Simulated network: the probability that a message clogs its link for up to 100 ms.
+    #[arg(long, default_value_t = 0.0)]
+    clog_probability: f64,
 }
 
 fn main() -> ExitCode {
@@ -527,7 +533,10 @@ fn window_digest(outcome: &flowlab::jobs::window::WindowOutcome, count_windows: 
 
 /// One simulated run: `(trace hash, steps, result digest)`.
 fn sim_run(job: &WindowJob, args: &SimArgs, seed: u64) -> Result<(u64, u64, u64)> {
-    let outcome = run_window(job, &JobConfig::simulated("window", args.workers, seed))?;
+    let mut config = JobConfig::simulated("window", args.workers, seed);
+    config.network.delay_ms_max = parse_duration_ms(&args.delay_max)?;
+    config.network.clog_probability = args.clog_probability;
+    let outcome = run_window(job, &config)?;
     let simulation = outcome.report.simulation.as_ref().expect("a simulated run reports its simulation");
     Ok((simulation.trace_hash(), simulation.steps, window_digest(&outcome, job.is_count_window())))
 }

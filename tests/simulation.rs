@@ -274,3 +274,20 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn delayed_and_clogged_exchanges_replay_by_seed_and_keep_the_result() {
+    let expected = threads(1_500, 3);
+    for seed in 0..12 {
+        let mut config = JobConfig::simulated("network", 3, seed);
+        config.network.delay_ms_max = 40;
+        config.network.clog_probability = 0.05;
+        let (first, first_hash) = windowed_job(1_500, &config, None);
+        let (second, second_hash) = windowed_job(1_500, &config, None);
+        assert_eq!(first_hash, second_hash, "seed {seed}: trace hashes differ with network delays");
+        assert_eq!(first, second, "seed {seed}: outputs differ (in order) with network delays");
+        assert_eq!(first.sorted(), expected, "seed {seed}: delays changed the result");
+        let (_, quiet_hash) = simulated(1_500, 3, seed);
+        assert_ne!(first_hash, Some(quiet_hash), "seed {seed}: the delays left no trace");
+    }
+}

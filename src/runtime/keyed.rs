@@ -53,10 +53,30 @@ pub struct KeyedOutput<'scope, O, D> {
     pub late: Stream<'scope, D>,
 }
 
-/// Runs `core` as a timely operator on every worker: exchanges `input` by key, feeds the core
-/// elements, the frontier watermark and the clock, and emits what it says at capabilities held at
-/// the input frontier.
+/// Runs `core` as a timely operator on every worker: exchanges `input` by key (through the
+/// simulated network when the simulator has one), feeds the core elements, the frontier watermark
+/// and the clock, and emits what it says at capabilities held at the input frontier.
 pub fn keyed_operator<'scope, K, D, E, P>(
+    input: Stream<'scope, D>,
+    pact: P,
+    name: &str,
+    kind: OperatorKind,
+    key: Rc<dyn Fn(&D) -> K>,
+    core: E,
+) -> KeyedOutput<'scope, E::Output, D>
+where
+    K: Key,
+    D: Data,
+    E: KeyedEngine<K, D>,
+    P: ParallelizationContract<Time, Vec<Record<D>>>,
+{
+    match input.env.context().network.clone() {
+        Some(network) => keyed_operator_on(input, network.delayed(pact), name, kind, key, core),
+        None => keyed_operator_on(input, pact, name, kind, key, core),
+    }
+}
+
+fn keyed_operator_on<'scope, K, D, E, P>(
     input: Stream<'scope, D>,
     pact: P,
     name: &str,

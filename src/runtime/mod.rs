@@ -72,6 +72,8 @@ pub struct WorkerContext {
     pub failure: JobFailure,
     /// The number of key groups (Flink's `maxParallelism`).
     pub max_parallelism: u32,
+    /// In simulation with network faults: the simulated network keyed exchanges go through.
+    pub network: Option<flowlab_sim::Network>,
 }
 
 /// Who runs the workers.
@@ -106,6 +108,8 @@ pub struct JobConfig {
     pub max_parallelism: u32,
     /// Where operators report counters; clone it before the run to watch the job live.
     pub metrics: MetricsRegistry,
+    /// In simulation: how the simulated network delays keyed exchanges (default: no delay).
+    pub network: NetworkConfig,
 }
 
 impl JobConfig {
@@ -117,6 +121,7 @@ impl JobConfig {
             clock: Arc::new(SystemClock),
             max_parallelism: MAX_PARALLELISM_DEFAULT,
             metrics: MetricsRegistry::default(),
+            network: NetworkConfig::default(),
         }
     }
 
@@ -191,7 +196,8 @@ where
     let workers = match config.substrate {
         Substrate::Threads { workers } => workers,
         Substrate::Simulated { workers, seed } => {
-            return execute_simulated(config, SimConfig { workers, seed, ..SimConfig::default() }, job);
+            let sim = SimConfig { workers, seed, network: config.network.clone(), ..SimConfig::default() };
+            return execute_simulated(config, sim, job);
         }
     };
     let metrics = config.metrics.clone();
@@ -207,6 +213,7 @@ where
             metrics: worker_metrics.clone(),
             failure: worker_failure.clone(),
             max_parallelism,
+            network: None,
         };
         let index = worker.index();
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -268,6 +275,7 @@ where
         metrics: MetricsRegistry::default(),
         failure: JobFailure::default(),
         max_parallelism: MAX_PARALLELISM_DEFAULT,
+        network: None,
     };
     let mut graph = build_job(&mut worker, name, context, &job);
     graph.parallelism = parallelism;

@@ -57,7 +57,9 @@ where
     checked.substrate = Substrate::Simulated { workers: sim.workers, seed: sim.seed };
     checked.validate()?;
 
+    let faulty_network = sim.network.delay_ms_max > 0 || sim.network.clog_probability > 0.0;
     let simulation = Simulation::new(sim);
+    let network = faulty_network.then(|| simulation.network());
     let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(simulation.clock()));
     let failure = JobFailure::default();
     let halt = failure.clone();
@@ -71,6 +73,7 @@ where
             metrics: metrics.clone(),
             failure: failure.clone(),
             max_parallelism,
+            network: network.clone(),
         };
         build_job(worker, name, context, &job)
     });
