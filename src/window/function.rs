@@ -7,6 +7,9 @@
 //! which is what the operator stores per window.
 
 use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::{Evictor, Window};
@@ -15,7 +18,8 @@ use crate::api::Data;
 /// An incremental aggregation (Flink's `AggregateFunction`).
 pub trait AggregateFunction<D>: Send + Sync + 'static {
     /// The accumulator.
-    type Accumulator: Clone + 'static;
+    /// Accumulators are state: they are snapshotted with the window.
+    type Accumulator: Clone + Serialize + DeserializeOwned + 'static;
     /// The result.
     type Output: Data;
     /// A fresh accumulator.
@@ -92,7 +96,7 @@ where
 /// process function; not usually implemented by hand.
 pub trait WindowLogic<K, D>: 'static {
     /// Per-window contents.
-    type Contents: Clone + 'static;
+    type Contents: Clone + Serialize + DeserializeOwned + 'static;
     /// What a firing emits.
     type Output: Data;
     /// Empty contents.
