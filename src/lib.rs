@@ -35,6 +35,8 @@ pub mod book {
     pub struct Time;
     #[doc = include_str!("../book/src/windows.md")]
     pub struct Windows;
+    #[doc = include_str!("../book/src/state.md")]
+    pub struct State;
     #[doc = include_str!("../book/src/simulator.md")]
     pub struct Simulator;
 }

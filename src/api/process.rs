@@ -58,6 +58,7 @@ impl<'a, K: Key, O> ProcessContext<'a, K, O> {
     ) -> Self {
         state.set_current_key(key.clone());
         state.set_time(processing_time_ms, watermark_ms);
+        state.set_timestamp(timestamp_ms);
         ProcessContext { key, timestamp_ms, watermark_ms, processing_time_ms, stamp_ms, firing, state, timers, out }
     }
 

@@ -28,8 +28,9 @@ pub enum TtlTime {
 }
 
 /// State time-to-live: an entry not written (or, with `refresh_on_read`, not read) for `ttl_ms`
-/// is gone — never returned, removed on access and left out of snapshots (Flink's
-/// `NeverReturnExpired`).
+/// is gone — never returned and removed when accessed (Flink's `NeverReturnExpired`). Expired
+/// entries not accessed since may still be written to a snapshot; they stay invisible after a
+/// restore, since their write time travels with them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateTtl {
     /// How long an entry lives after its last write.
@@ -262,6 +263,7 @@ pub struct KeyedStateBackend<K> {
     namespace: Window,
     processing_time_ms: i64,
     watermark_ms: i64,
+    timestamp_ms: i64,
 }
 
 impl<K> KeyedStateBackend<K>
@@ -277,6 +279,7 @@ where
             namespace: Window::GLOBAL,
             processing_time_ms: 0,
             watermark_ms: i64::MIN,
+            timestamp_ms: i64::MIN,
         }
     }
 
@@ -302,6 +305,14 @@ where
         self.watermark_ms = watermark_ms;
     }
 
+    /// Tells the backend the event time of the element (or timer) being processed: with
+    /// event-time TTL, a write lives until the watermark is `ttl` past the later of this and the
+    /// watermark (so state written before the first watermark does not expire at once).
+    pub fn set_timestamp(&mut self, timestamp_ms: i64) {
+        self.timestamp_ms = timestamp_ms;
+    }
+
+    /// The time an entry is checked against.
     fn now(&self, ttl: &StateTtl) -> i64 {
         match ttl.time {
             TtlTime::ProcessingTime => self.processing_time_ms,
@@ -309,8 +320,12 @@ where
         }
     }
 
+    /// The time a write (or a renewing read) stamps an entry with.
     fn stamp(&self, ttl: Option<StateTtl>) -> i64 {
-        ttl.map_or(0, |ttl| self.now(&ttl))
+        ttl.map_or(0, |ttl| match ttl.time {
+            TtlTime::ProcessingTime => self.processing_time_ms,
+            TtlTime::EventTime => self.watermark_ms.max(self.timestamp_ms),
+        })
     }
 
     fn expired(&self, ttl: Option<StateTtl>, renewed_ms: i64) -> bool {
@@ -323,10 +338,10 @@ where
     }
 
     fn table<V: StateData>(&mut self, name: &str) -> &mut Table<K, V> {
-        let table = self
-            .tables
-            .entry(name.to_string())
-            .or_insert_with(|| Box::new(Table::<K, V> { entries: HashMap::default() }));
+        if !self.tables.contains_key(name) {
+            self.tables.insert(name.to_string(), Box::new(Table::<K, V> { entries: HashMap::default() }));
+        }
+        let table = self.tables.get_mut(name).expect("inserted above");
         table
             .as_any_mut()
             .downcast_mut::<Table<K, V>>()
@@ -524,9 +539,17 @@ where
         &mut self,
         descriptor: &MapStateDescriptor<UK, UV>,
     ) -> Vec<(UK, UV)> {
-        self.live_map(descriptor)
-            .map(|map| map.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect())
-            .unwrap_or_default()
+        let now = self.stamp(descriptor.ttl());
+        let refresh = descriptor.ttl().is_some_and(|ttl| ttl.refresh_on_read);
+        let Some(map) = self.live_map(descriptor) else { return Vec::new() };
+        map.iter_mut()
+            .map(|(k, v)| {
+                if refresh {
+                    v.renewed_ms = now;
+                }
+                (k.clone(), v.value.clone())
+            })
+            .collect()
     }
 
     /// Folds `value` into the current key's reducing state.
