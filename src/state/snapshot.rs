@@ -127,6 +127,23 @@ pub fn decode<T: DeserializeOwned>(kind: SnapshotKind, bytes: &[u8]) -> Result<T
     bincode::deserialize(payload).map_err(|e| SnapshotError::Decode(e.to_string()))
 }
 
+/// Decodes keyed snapshots laid out as `key group → entries` and keeps the entries of the key
+/// groups in `key_groups`, from every snapshot (every old worker's): how operators restore on
+/// another parallelism.
+pub fn decode_key_groups<T: DeserializeOwned>(
+    snapshots: &[Vec<u8>],
+    key_groups: std::ops::Range<u32>,
+) -> Result<Vec<T>, SnapshotError> {
+    let mut entries = Vec::new();
+    for bytes in snapshots {
+        let groups: std::collections::BTreeMap<u32, Vec<T>> = decode(SnapshotKind::KeyedState, bytes)?;
+        for (_, group) in groups.into_iter().filter(|(group, _)| key_groups.contains(group)) {
+            entries.extend(group);
+        }
+    }
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

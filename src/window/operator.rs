@@ -28,7 +28,7 @@ use super::trigger::{TimerRequest, Trigger, TriggerContext, TriggerResult, Trigg
 use super::{Window, WindowResult};
 use crate::error::Result;
 use crate::runtime::{Emit, KeyedEngine};
-use crate::state::snapshot::{SnapshotError, SnapshotKind, decode, encode};
+use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
 use crate::state::{StableHasher, key_group};
 use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
 
@@ -575,14 +575,7 @@ where
         snapshots: &[Vec<u8>],
         key_groups: std::ops::Range<u32>,
     ) -> std::result::Result<(), SnapshotError> {
-        let mut restored: Vec<KeySnapshot<K, L::Contents>> = Vec::new();
-        for bytes in snapshots {
-            let groups: std::collections::BTreeMap<u32, Vec<KeySnapshot<K, L::Contents>>> =
-                decode(SnapshotKind::KeyedState, bytes)?;
-            for (_, keys) in groups.into_iter().filter(|(group, _)| key_groups.contains(group)) {
-                restored.extend(keys);
-            }
-        }
+        let mut restored: Vec<KeySnapshot<K, L::Contents>> = decode_key_groups(snapshots, key_groups)?;
         restored.sort_by(|a, b| a.key.cmp(&b.key));
         self.key_ids.clear();
         self.key_values.clear();

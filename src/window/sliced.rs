@@ -26,7 +26,7 @@ use super::assigner::window_start_with_offset;
 use super::function::AggregateFunction;
 use super::operator::{WindowCounts, WindowEmit};
 use super::{Window, WindowResult};
-use crate::state::snapshot::{SnapshotError, SnapshotKind, decode, encode};
+use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
 use crate::state::{StableHasher, key_group};
 use crate::time::{Record, WATERMARK_MIN};
 
@@ -360,14 +360,7 @@ where
     /// Restores the keys of `key_groups` from every old worker's snapshot; on error the operator
     /// is unchanged. The watermark starts again from the minimum: sources replay.
     pub fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: std::ops::Range<u32>) -> Result<(), SnapshotError> {
-        let mut restored: Vec<KeySlices<K, A::Accumulator>> = Vec::new();
-        for bytes in snapshots {
-            let groups: std::collections::BTreeMap<u32, Vec<KeySlices<K, A::Accumulator>>> =
-                decode(SnapshotKind::KeyedState, bytes)?;
-            for (_, keys) in groups.into_iter().filter(|(group, _)| key_groups.contains(group)) {
-                restored.extend(keys);
-            }
-        }
+        let mut restored: Vec<KeySlices<K, A::Accumulator>> = decode_key_groups(snapshots, key_groups)?;
         restored.sort_by(|a, b| a.key.cmp(&b.key));
         self.key_ids.clear();
         self.key_values.clear();
