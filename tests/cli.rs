@@ -160,3 +160,25 @@ fn window_output_streamed_while_running_equals_the_collected_result() {
         }
     }
 }
+
+#[test]
+fn the_late_output_holds_the_original_lines_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, late) = (dir.path().join("in.csv"), dir.path().join("late.csv"));
+    std::fs::write(&input, "key,event_time_ms,value\r\na,10000,1\r\nb , 100 , 2\r\nc,9500,3\r\n").unwrap();
+    let run = flowlab(&[
+        "window",
+        "--input",
+        input.to_str().unwrap(),
+        "--window",
+        "tumbling:1s",
+        "--watermark",
+        "monotonous",
+        "--late-output",
+        late.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Watermark 9999 after the first event: [0,1000) and [9000,10000) are closed for b and c.
+    assert_eq!(std::fs::read_to_string(&late).unwrap(), "b , 100 , 2\nc,9500,3\n");
+    assert_eq!(stdout(&run), "key,window_start,window_end,count,sum\na,10000,11000,1,1\n");
+}

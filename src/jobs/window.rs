@@ -454,13 +454,33 @@ pub fn run_window_to_file(
     let report = execute(config, move |env| {
         build(env, &shared_job, &for_workers).expect("checked before the run");
     })?;
-    Ok((rows.load(std::sync::atomic::Ordering::Relaxed), late_lines(&outputs.late), report))
+    Ok((rows.load(std::sync::atomic::Ordering::Relaxed), late_lines(&job.input, &outputs.late)?, report))
 }
 
-fn late_lines(late: &CollectSink<Element>) -> Vec<String> {
-    let mut late = late.records();
-    late.sort_by_key(|record| record.value.line);
-    late.iter().map(|record| format!("{},{},{}", record.value.key, record.time_ms, record.value.value)).collect()
+/// The input lines, verbatim, of the elements too late for every window, in input order: the
+/// file is read once more for exactly those line numbers.
+fn late_lines(input: &std::path::Path, late: &CollectSink<Element>) -> Result<Vec<String>> {
+    use std::io::BufRead;
+    let mut wanted: Vec<u64> = late.records().iter().map(|record| record.value.line).collect();
+    wanted.sort_unstable();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(input).map_err(|e| Error::io("cannot reopen input", input, e))?;
+    let mut lines = Vec::with_capacity(wanted.len());
+    let mut next = wanted.iter().peekable();
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let number = index as u64 + 1;
+        let line = line.map_err(|e| Error::io("cannot read input", input, e))?;
+        while next.peek() == Some(&&number) {
+            lines.push(line.trim_end_matches('\r').to_string());
+            next.next();
+        }
+        if next.peek().is_none() {
+            break;
+        }
+    }
+    Ok(lines)
 }
 
 /// Runs the job: results sorted by `(window_end, key, window_start)`, late lines in input order.
@@ -488,5 +508,5 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
             (a.value.last_ms, &a.key, a.value.first_ms).cmp(&(b.value.last_ms, &b.key, b.value.first_ms))
         });
     }
-    Ok(WindowOutcome { results, late_lines: late_lines(&outputs.late), report })
+    Ok(WindowOutcome { results, late_lines: late_lines(&job.input, &outputs.late)?, report })
 }
