@@ -66,14 +66,14 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
                     OperatorMetrics::add(&metrics.records_out, data.len());
                     let mut session = output.session(&time);
                     for record in data.drain(..) {
-                        let reduced = match state.get_mut(&key(&record.value)) {
-                            Some(current) => {
-                                *current = reduce(current, &record.value);
-                                current.clone()
+                        let reduced = match state.entry(key(&record.value)) {
+                            std::collections::btree_map::Entry::Occupied(mut current) => {
+                                let next = reduce(current.get(), &record.value);
+                                current.insert(next.clone());
+                                next
                             }
-                            None => {
-                                state.insert(key(&record.value), record.value.clone());
-                                record.value.clone()
+                            std::collections::btree_map::Entry::Vacant(slot) => {
+                                slot.insert(record.value.clone()).clone()
                             }
                         };
                         session.give(record.with_value(reduced));
