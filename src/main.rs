@@ -9,8 +9,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use std::sync::Arc;
+
+use flowlab::checkpoint::{CheckpointConfig, CheckpointStatus, FileStore, RestartStrategy, RestoreFrom};
 use flowlab::connectors::{BadLinePolicy, GeneratorConfig, generate_events};
 use flowlab::error::{Error, Result};
+use flowlab::jobs::sim::{Check, FaultBounds, Faults};
 use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks};
 use flowlab::jobs::window::{
     Aggregate, WindowJob, WindowSpec, plan_window, render_rows, run_window, run_window_to_file,
@@ -80,6 +84,53 @@ struct WindowArgs {
     /// With --on-bad-line skip: where skipped lines are written.
     #[arg(long, default_value = "dead-letter.csv")]
     dead_letter: PathBuf,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+}
+
+#[derive(Args, Clone)]
+struct CheckpointArgs {
+    /// Write checkpoints to this directory (chk-<id>/ each); --output then commits exactly once.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Processing time between checkpoints.
+    #[arg(long, default_value = "1s")]
+    checkpoint_interval: String,
+    /// Complete checkpoints kept.
+    #[arg(long, default_value_t = 3)]
+    checkpoints_retained: usize,
+    /// Resume from `latest` (the newest complete checkpoint that verifies) or a checkpoint id.
+    #[arg(long)]
+    restore: Option<String>,
+    /// Restart strategy after a failure: none | fixed-delay:<attempts>:<delay> |
+    /// exponential-delay:<initial>:<max> | failure-rate:<failures>:<interval>:<delay>.
+    #[arg(long, default_value = "none")]
+    restart: String,
+}
+
+impl CheckpointArgs {
+    /// Adds checkpointing to `config` when a directory is given.
+    fn apply(&self, config: JobConfig) -> Result<JobConfig> {
+        let Some(dir) = &self.checkpoint_dir else {
+            if self.restore.is_some() {
+                return Err(Error::Usage("--restore needs --checkpoint-dir".to_string()));
+            }
+            return Ok(config);
+        };
+        let store = FileStore::new(dir).map_err(|e| Error::Runtime(e.to_string()))?;
+        let mut checkpoint = CheckpointConfig::new(Arc::new(store));
+        checkpoint.interval_ms = parse_duration_ms(&self.checkpoint_interval)?;
+        checkpoint.retain = self.checkpoints_retained;
+        checkpoint.restore = match self.restore.as_deref() {
+            None => RestoreFrom::Nothing,
+            Some("latest") => RestoreFrom::Latest,
+            Some(id) => RestoreFrom::Checkpoint(
+                id.parse()
+                    .map_err(|_| Error::Usage(format!("--restore takes `latest` or a checkpoint id, not {id:?}")))?,
+            ),
+        };
+        Ok(config.with_checkpoints(checkpoint, RestartStrategy::parse(&self.restart)?))
+    }
 }
 
 #[derive(Args, Clone)]
@@ -179,8 +230,14 @@ struct GraphArgs {
 
 #[derive(Args, Clone)]
 struct SimArgs {
-    /// Seeds to run: a range `A..B` (B excluded) or one seed `S`.
-    #[arg(long, default_value = "0..20")]
+    /// The built-in job to simulate.
+    #[arg(long, default_value = "window-count")]
+    job: String,
+    /// Run this one seed.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Seeds to run: a count `N` (seeds 0..N) or a range `A..B` (B excluded).
+    #[arg(long, default_value = "20")]
     seeds: String,
     /// Number of simulated workers.
     #[arg(long, default_value_t = 3)]
@@ -191,24 +248,33 @@ struct SimArgs {
     /// Distinct keys in the generated input.
     #[arg(long, default_value_t = 100)]
     keys: u64,
-    /// Fraction of generated events that are stragglers (late for the watermark).
+    /// Which faults: none | delay (messages, clogs, stalls) | crash | all.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Swarm bound: each seed delays messages by up to a drawn maximum at most this.
+    #[arg(long, default_value = "30ms")]
+    delay_max: String,
+    /// Swarm bound: the highest per-message clog probability a seed may draw.
+    #[arg(long, default_value_t = 0.05)]
+    clog_max: f64,
+    /// Swarm bound: the highest per-step stall probability a seed may draw.
     #[arg(long, default_value_t = 0.02)]
-    late_fraction: f64,
-    /// Windows: tumbling:<size> | sliding:<size>,<slide> | session:<gap> | count:<n>[,<slide>]
-    #[arg(long, default_value = "tumbling:1s")]
-    window: String,
-    /// Watermark strategy of the source.
-    #[arg(long, default_value = "bounded:2s")]
-    watermark: String,
-    /// Run every seed twice and fail if the two runs differ in trace hash or result.
+    stall_max: f64,
+    /// Swarm bound: the highest per-step crash probability a seed may draw.
+    #[arg(long, default_value_t = 0.003)]
+    crash_max: f64,
+    /// The most crashes in one run.
+    #[arg(long, default_value_t = 4)]
+    crashes_max: u32,
+    /// Virtual time between checkpoints.
+    #[arg(long, default_value = "50ms")]
+    checkpoint_interval: String,
+    /// Run every seed twice and fail if the two runs differ in trace hash or output.
     #[arg(long)]
     check_determinism: bool,
-    /// Simulated network: each exchanged message waits up to this long (virtual time), e.g. 20ms.
-    #[arg(long, default_value = "0ms")]
-    delay_max: String,
-    /// Simulated network: the probability that a message clogs its link for up to 100 ms.
-    #[arg(long, default_value_t = 0.0)]
-    clog_probability: f64,
+    /// Write the trace of the (single) seed as JSON lines to this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -318,11 +384,21 @@ fn window_job(args: &WindowArgs) -> Result<WindowJob> {
 fn window_command(args: &WindowArgs) -> Result<()> {
     let job = window_job(args)?;
     let aggregates = Aggregate::parse_list(&args.agg)?;
-    let config = JobConfig::threads("window", args.parallelism);
+    let config = args.checkpoints.apply(JobConfig::threads("window", args.parallelism))?;
+    if config.checkpoint.is_some() && args.output.is_none() {
+        return Err(Error::Usage("--checkpoint-dir needs --output: exactly-once output goes to a file".to_string()));
+    }
     let (rows, late_lines) = match &args.output {
         Some(path) => {
-            let (rows, late, _) =
+            let (rows, late, report) =
                 with_progress(&config.metrics, None, || run_window_to_file(&job, &config, path, &aggregates))?;
+            for note in &report.notes {
+                eprintln!("{note}");
+            }
+            if config.checkpoint.is_some() {
+                let completed = report.checkpoints.iter().filter(|c| c.status == CheckpointStatus::Completed).count();
+                eprintln!("{completed} checkpoints completed, {} restarts", report.restarts);
+            }
             (rows, late)
         }
         None => {
@@ -483,16 +559,13 @@ fn graph_command(args: &GraphArgs) -> Result<()> {
     }
 }
 
-/// Parses `A..B` (B excluded) or a single seed `S`.
+/// Parses a count `N` (seeds `0..N`) or a range `A..B` (B excluded).
 fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>> {
-    let bad = || Error::Usage(format!("bad --seeds {text:?}: write a range such as 0..20, or one seed such as 7"));
+    let bad = || Error::Usage(format!("bad --seeds {text:?}: write a count such as 1000, or a range such as 20..40"));
     let number = |part: &str| part.trim().parse::<u64>().map_err(|_| bad());
     let range = match text.split_once("..") {
         Some((start, end)) => number(start)?..number(end)?,
-        None => {
-            let seed = number(text)?;
-            seed..seed.checked_add(1).ok_or_else(bad)?
-        }
+        None => 0..number(text)?,
     };
     if range.is_empty() {
         return Err(bad());
@@ -504,77 +577,106 @@ impl SimArgs {
     /// The command that runs exactly `seed` with these settings.
     fn replay_command(&self, seed: u64) -> String {
         let mut command = format!(
-            "flowlab sim --seeds {seed}..{} --workers {} --events {} --keys {} --late-fraction {} --window {} --watermark {}",
-            seed + 1,
+            "flowlab sim --job {} --seed {seed} --workers {} --events {} --keys {} --faults {} --delay-max {} --clog-max {} --stall-max {} --crash-max {} --crashes-max {} --checkpoint-interval {}",
+            self.job,
             self.workers,
             self.events,
             self.keys,
-            self.late_fraction,
-            self.window,
-            self.watermark
+            self.faults,
+            self.delay_max,
+            self.clog_max,
+            self.stall_max,
+            self.crash_max,
+            self.crashes_max,
+            self.checkpoint_interval,
         );
         if self.check_determinism {
             command.push_str(" --check-determinism");
         }
         command
     }
-}
 
-/// The stable digest of a window job's result: its sorted rows and late lines.
-fn window_digest(outcome: &flowlab::jobs::window::WindowOutcome, count_windows: bool) -> u64 {
-    let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max];
-    let mut text = render_rows(&outcome.rows(count_windows), &aggregates);
-    for line in &outcome.late_lines {
-        text.push_str(line);
-        text.push('\n');
+    fn check(&self) -> Result<Check> {
+        if self.job != "window-count" {
+            return Err(Error::Usage(format!("unknown job {:?}; built-in jobs: window-count", self.job)));
+        }
+        let mut check = Check::window_count(self.events, self.keys, self.workers);
+        check.input.validate()?;
+        check.faults = Faults::parse(&self.faults)?;
+        check.bounds = FaultBounds {
+            delay_ms_max: parse_duration_ms(&self.delay_max)?,
+            clog_probability_max: self.clog_max,
+            stall_probability_max: self.stall_max,
+            crash_probability_max: self.crash_max,
+            crashes_max: self.crashes_max,
+        };
+        check.checkpoint_interval_ms = parse_duration_ms(&self.checkpoint_interval)?;
+        check.keep_trace = self.trace.is_some();
+        Ok(check)
     }
-    flowlab_sim::stable_hash(text.as_bytes())
 }
 
-/// One simulated run: `(trace hash, steps, result digest)`.
-fn sim_run(job: &WindowJob, args: &SimArgs, seed: u64) -> Result<(u64, u64, u64)> {
-    let mut config = JobConfig::simulated("window", args.workers, seed);
-    config.network.delay_ms_max = parse_duration_ms(&args.delay_max)?;
-    config.network.clog_probability = args.clog_probability;
-    let outcome = run_window(job, &config)?;
-    let simulation = outcome.report.simulation.as_ref().expect("a simulated run reports its simulation");
-    Ok((simulation.trace_hash(), simulation.steps, window_digest(&outcome, job.is_count_window())))
+/// One seed's line and verdict (empty when it passed).
+fn sim_seed(check: &Check, args: &SimArgs, expected: u64, seed: u64) -> (String, Vec<String>) {
+    let mut verdict = Vec::new();
+    let run = match check.run(seed) {
+        Ok(run) => run,
+        Err(error) => return (format!("seed {seed:>6}  FAIL: {error}"), vec![error.to_string()]),
+    };
+    let digest = run.committed.digest();
+    let hash = run.simulation.trace_hash();
+    if digest != expected {
+        verdict.push(format!("committed output {digest:016x} differs from the fault-free output"));
+    }
+    if args.check_determinism {
+        match check.run(seed) {
+            Ok(again) if again.simulation.trace_hash() != hash => {
+                verdict.push(format!("second run's trace hash {:016x} differs", again.simulation.trace_hash()))
+            }
+            Ok(again) if again.committed.digest() != digest => {
+                verdict.push(format!("second run's output {:016x} differs", again.committed.digest()))
+            }
+            Ok(_) => {}
+            Err(error) => verdict.push(format!("second run failed: {error}")),
+        }
+    }
+    if let Some(path) = &args.trace {
+        let written = File::create(path)
+            .and_then(|file| {
+                let mut out = BufWriter::new(file);
+                let _ = &run.simulation.trace; // TEMP write_jsonl
+                out.flush()
+            })
+            .map_err(|e| Error::io("cannot write trace", path, e));
+        if let Err(error) = written {
+            verdict.push(error.to_string());
+        }
+    }
+    let status = if verdict.is_empty() { "ok".to_string() } else { format!("FAIL: {}", verdict.join("; ")) };
+    let line = format!(
+        "seed {seed:>6}  trace {hash:016x}  steps {:>7}  crashes {}  restarts {}  checkpoints {}/{}  {status}",
+        run.simulation.steps,
+        run.simulation.crashes,
+        run.restarts,
+        run.checkpoints_completed(),
+        run.checkpoints_completed() + run.checkpoints_failed(),
+    );
+    (line, verdict)
 }
 
 fn sim_command(args: &SimArgs) -> Result<()> {
-    let seeds = parse_seeds(&args.seeds)?;
-    let generator = GeneratorConfig {
-        keys: args.keys,
-        events: args.events,
-        late_fraction: args.late_fraction,
-        ..GeneratorConfig::default()
+    let seeds = match args.seed {
+        Some(seed) => seed..seed.checked_add(1).ok_or_else(|| Error::Usage("--seed is too large".to_string()))?,
+        None => parse_seeds(&args.seeds)?,
     };
-    generator.validate()?;
-    // The built-in window job reads a CSV file: write the generated input to a temporary one.
-    let input = std::env::temp_dir().join(format!("flowlab-sim-{}.csv", std::process::id()));
-    let written = File::create(&input).map_err(|e| Error::io("cannot create", &input, e)).and_then(|file| {
-        flowlab::connectors::write_events_csv(&generator, &mut BufWriter::with_capacity(1 << 16, file))
-            .map_err(|e| Error::io("cannot write", &input, e))
-    });
-    let result = written.and_then(|()| sim_seeds(args, &input, seeds));
-    let _ = std::fs::remove_file(&input);
-    result
-}
-
-fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64>) -> Result<()> {
-    let job = WindowJob {
-        input: input.to_path_buf(),
-        window: WindowSpec::parse(&args.window)?,
-        strategy: WatermarkStrategy::parse(&args.watermark)?,
-        lateness_ms: 0,
-        offset_ms: 0,
-        bad_lines: BadLinePolicy::Fail,
-    };
-    let expected =
-        window_digest(&run_window(&job, &JobConfig::threads("window", args.workers))?, job.is_count_window());
+    if args.trace.is_some() && seeds.end - seeds.start != 1 {
+        return Err(Error::Usage("--trace writes the trace of one seed: use it with --seed".to_string()));
+    }
+    let check = args.check()?;
+    let expected = check.expected()?.digest();
     println!(
-        "window job {} over {} events, {} workers; threads substrate result digest {expected:016x}",
-        args.window, args.events, args.workers
+        "{} over {} events, {} workers, faults {}; fault-free output digest {expected:016x}",
+        args.job, args.events, args.workers, args.faults
     );
     let total = seeds.end - seeds.start;
     let bar = ProgressBar::new(total).with_style(
@@ -582,38 +684,9 @@ fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64
             .expect("valid template"),
     );
     let started = std::time::Instant::now();
-    let (mut failed, mut runs) = (Vec::new(), 0u64);
+    let mut failed = Vec::new();
     for seed in seeds {
-        let mut verdict = Vec::new();
-        let line = match sim_run(&job, args, seed) {
-            Ok((hash, steps, digest)) => {
-                runs += 1;
-                if digest != expected {
-                    verdict.push(format!("result digest {digest:016x} differs from the threads substrate's"));
-                }
-                if args.check_determinism {
-                    runs += 1;
-                    match sim_run(&job, args, seed) {
-                        Ok((again_hash, _, again_digest)) => {
-                            if again_hash != hash {
-                                verdict.push(format!("second run's trace hash {again_hash:016x} differs"));
-                            }
-                            if again_digest != digest {
-                                verdict.push(format!("second run's result digest {again_digest:016x} differs"));
-                            }
-                        }
-                        Err(error) => verdict.push(format!("second run failed: {error}")),
-                    }
-                }
-                let status =
-                    if verdict.is_empty() { "ok".to_string() } else { format!("FAIL: {}", verdict.join("; ")) };
-                format!("seed {seed:>6}  trace {hash:016x}  steps {steps:>6}  digest {digest:016x}  {status}")
-            }
-            Err(error) => {
-                verdict.push(error.to_string());
-                format!("seed {seed:>6}  FAIL: {error}")
-            }
-        };
+        let (line, verdict) = sim_seed(&check, args, expected, seed);
         // `suspend`, not `println`: the lines must appear even when the bar is hidden (no terminal).
         bar.suspend(|| {
             println!("{line}");
@@ -629,17 +702,17 @@ fn sim_seeds(args: &SimArgs, input: &std::path::Path, seeds: std::ops::Range<u64
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let runs = total * if args.check_determinism { 2 } else { 1 };
     println!(
-        "{total} seeds, {} ok, {} failed; {runs} simulated runs in {seconds:.2} s: {:.1} runs/s, {:.0} events/s",
+        "{total} seeds, {} ok, {} failed; {runs} simulated runs in {seconds:.2} s: {:.1} runs/s",
         total - failed.len() as u64,
         failed.len(),
         runs as f64 / seconds,
-        (runs * args.events) as f64 / seconds
     );
     match failed.first() {
         None => Ok(()),
         Some(first) => Err(Error::Runtime(format!(
-            "{} seed(s) failed; replay the first: {}",
+            "{} of {total} seeds failed; replay the first with: {}",
             failed.len(),
             args.replay_command(*first)
         ))),

@@ -25,7 +25,10 @@
 //!   patched timely).
 //! - [`SimRng`] is the one source of randomness, ChaCha8 seeded with a `u64`.
 //!
-//! Crashes come with flowlab's checkpoint issue: they need the engine to say what survives.
+//! - Crashes ([`SimConfig::crash_probability`]): after any step every worker may crash; the
+//!   simulator drops them all (dataflows, threads, allocators, messages in flight) and builds fresh
+//!   ones, with a higher [`Incarnation`]. What survives is whatever the job keeps outside its
+//!   workers — flowlab's checkpoint store and the committed output of its transactional sinks.
 //!
 //! ```
 //! use flowlab_sim::{SimConfig, Simulation};
@@ -63,7 +66,7 @@ mod trace;
 
 pub use clock::VirtualClock;
 pub use network::{Delayed, DelayedPuller, Network, NetworkConfig};
-pub use substrate::{SimConfig, SimError, SimOutcome, SimReport, Simulation};
+pub use substrate::{AfterCrash, CrashInfo, Incarnation, SimConfig, SimError, SimOutcome, SimReport, Simulation};
 pub use trace::{Trace, TraceEvent, TraceRecorder, stable_hash};
 
 use rand::{RngExt, SeedableRng};

@@ -33,7 +33,7 @@ use timely::scheduling::Activator;
 use timely::worker::Worker;
 
 use crate::clock::VirtualClock;
-use crate::substrate::STREAM_NETWORK;
+use crate::substrate::{Incarnation, STREAM_NETWORK};
 use crate::trace::{TraceEvent, TraceRecorder};
 use crate::{SimRng, derive_seed};
 
@@ -78,11 +78,18 @@ pub struct Network {
     seed: u64,
     clock: VirtualClock,
     recorder: TraceRecorder,
+    incarnation: Incarnation,
 }
 
 impl Network {
-    pub(crate) fn new(config: NetworkConfig, seed: u64, clock: VirtualClock, recorder: TraceRecorder) -> Self {
-        Network { config, seed, clock, recorder }
+    pub(crate) fn new(
+        config: NetworkConfig,
+        seed: u64,
+        clock: VirtualClock,
+        recorder: TraceRecorder,
+        incarnation: Incarnation,
+    ) -> Self {
+        Network { config, seed, clock, recorder, incarnation }
     }
 
     /// The network's configuration.
@@ -125,7 +132,13 @@ where
             .map(|from| Link {
                 rng: SimRng::new(derive_seed(
                     self.network.seed,
-                    &[STREAM_NETWORK, identifier as u64, from as u64, worker.index() as u64],
+                    &[
+                        STREAM_NETWORK,
+                        self.network.incarnation.get(),
+                        identifier as u64,
+                        from as u64,
+                        worker.index() as u64,
+                    ],
                 )),
                 last_at_ms: i64::MIN,
                 held: VecDeque::new(),

@@ -17,6 +17,8 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use timely::WorkerConfig;
@@ -33,6 +35,7 @@ use crate::{SimRng, StepOrder, derive_seed};
 pub(crate) const STREAM_STEPS: u64 = 1;
 const STREAM_STALLS: u64 = 2;
 const STREAM_TICKS: u64 = 3;
+const STREAM_CRASHES: u64 = 5;
 pub(crate) const STREAM_NETWORK: u64 = 4;
 
 /// How to run a simulation.
@@ -40,8 +43,8 @@ pub(crate) const STREAM_NETWORK: u64 = 4;
 /// Defaults (`SimConfig::default()`): 2 workers, seed 0, virtual time starting at 0 ms and
 /// advancing by exactly 1 ms per step (`tick_ms: 1`, `tick_jitter_ms: 0`), at most 1 000 000
 /// steps, no stalls (`stall_probability: 0.0`; a stall, when enabled, lasts 1..=50 steps), a
-/// network without delays ([`NetworkConfig::default`]), and a trace that keeps only its hash
-/// (`keep_trace: false`).
+/// network without delays ([`NetworkConfig::default`]), a trace that keeps only its hash
+/// (`keep_trace: false`), and no crashes (`crash_probability: 0.0`, `crashes_max: 0`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
     /// Number of timely workers (the job's parallelism). At least 1.
@@ -66,6 +69,10 @@ pub struct SimConfig {
     pub network: NetworkConfig,
     /// Keep every trace event in [`SimReport::trace`], not only the hash (costs memory).
     pub keep_trace: bool,
+    /// After every step, the probability that every worker crashes (see [`Simulation::run`]).
+    pub crash_probability: f64,
+    /// The most crashes in one run, so that a run with crashes still ends.
+    pub crashes_max: u32,
 }
 
 impl Default for SimConfig {
@@ -81,6 +88,8 @@ impl Default for SimConfig {
             stall_steps_max: 50,
             network: NetworkConfig::default(),
             keep_trace: false,
+            crash_probability: 0.0,
+            crashes_max: 0,
         }
     }
 }
@@ -98,6 +107,12 @@ pub struct SimReport {
     pub steps_per_worker: Vec<u64>,
     /// Stalls begun.
     pub stalls: u64,
+    /// Crashes (each drops every worker).
+    pub crashes: u64,
+    /// Incarnations run: 1 plus the restarts.
+    pub incarnations: u64,
+    /// Whether the run ended because the crash hook said [`AfterCrash::Stop`].
+    pub gave_up: bool,
     /// Virtual time when the run ended.
     pub end_ms: i64,
     /// Whether the run stopped because its halt condition ([`Simulation::halt_when`]) held,
@@ -181,6 +196,46 @@ impl std::error::Error for SimError {}
 /// A halt condition, checked after every step.
 type Halt = Box<dyn Fn() -> bool + Send + Sync>;
 
+/// The crash hook: decides what follows a crash.
+type CrashHook = Box<dyn FnMut(&CrashInfo) -> AfterCrash + Send>;
+
+/// What the crash hook is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashInfo {
+    /// How many crashes so far in this run, this one included.
+    pub crash: u64,
+    /// The incarnation that crashed (the first is 0).
+    pub incarnation: u64,
+    /// Steps taken so far.
+    pub step: u64,
+    /// Virtual time of the crash.
+    pub now_ms: i64,
+}
+
+/// What follows a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterCrash {
+    /// Rebuild every worker after `after_ms` of virtual time.
+    Restart {
+        /// Virtual milliseconds before the restart.
+        after_ms: i64,
+    },
+    /// End the run ([`SimReport::gave_up`]).
+    Stop,
+}
+
+/// Which incarnation of the workers is running: 0 until the first crash, then 1, 2, … Clones
+/// share the counter.
+#[derive(Clone, Debug, Default)]
+pub struct Incarnation(Arc<AtomicU64>);
+
+impl Incarnation {
+    /// The current incarnation.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// A deterministic run of N timely workers. See the [crate documentation](crate) for an example.
 ///
 /// Create it with [`Simulation::new`], take what the job needs from it ([`clock`](Self::clock),
@@ -190,7 +245,9 @@ pub struct Simulation {
     config: SimConfig,
     clock: VirtualClock,
     recorder: TraceRecorder,
+    incarnation: Incarnation,
     halt: Option<Halt>,
+    on_crash: Option<CrashHook>,
 }
 
 impl fmt::Debug for Simulation {
@@ -212,7 +269,14 @@ impl Simulation {
     /// A simulation of `config`; its clock stands at `config.start_ms`.
     pub fn new(config: SimConfig) -> Self {
         let clock = VirtualClock::new(config.start_ms);
-        Simulation { config, clock, recorder: TraceRecorder::default(), halt: None }
+        Simulation {
+            config,
+            clock,
+            recorder: TraceRecorder::default(),
+            incarnation: Incarnation::default(),
+            halt: None,
+            on_crash: None,
+        }
     }
 
     /// The configuration.
@@ -230,9 +294,21 @@ impl Simulation {
         self.recorder.clone()
     }
 
+    /// Which incarnation is running: the build closure reads it to tell a first start (0) from a
+    /// restart after a crash (1, 2, …).
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation.clone()
+    }
+
     /// The simulated network: wrap a pact with [`Network::delayed`] to delay its messages.
     pub fn network(&self) -> Network {
-        Network::new(self.config.network.clone(), self.config.seed, self.clock.clone(), self.recorder.clone())
+        Network::new(
+            self.config.network.clone(),
+            self.config.seed,
+            self.clock.clone(),
+            self.recorder.clone(),
+            self.incarnation.clone(),
+        )
     }
 
     /// Stops the run (successfully, with [`SimReport::halted`] set) as soon as `halt` returns
@@ -243,77 +319,143 @@ impl Simulation {
         self
     }
 
+    /// Decides what happens after each crash (the job's restart strategy). Without it, every crash
+    /// is followed by a restart at once.
+    pub fn on_crash(mut self, decide: impl FnMut(&CrashInfo) -> AfterCrash + Send + 'static) -> Self {
+        self.on_crash = Some(Box::new(decide));
+        self
+    }
+
     /// Runs `build` once on every worker (in worker order, one at a time), then steps the workers
     /// one at a time in the seeded order until none has dataflows left.
-    pub fn run<B, R>(self, build: B) -> Result<SimOutcome<R>, SimError>
+    ///
+    /// When [`SimConfig::crash_probability`] is positive, every worker may crash after any step:
+    /// the simulator drops every worker (its dataflows, its thread, its allocator and every
+    /// message in flight), asks the [`on_crash`](Self::on_crash) hook what to do, and, to restart,
+    /// builds fresh workers with `build` again, with [`incarnation`](Self::incarnation) one
+    /// higher. What the job wants to survive a crash must live outside the workers (a checkpoint
+    /// store). The results are those of the last incarnation (none if the hook stopped the run).
+    pub fn run<B, R>(mut self, build: B) -> Result<SimOutcome<R>, SimError>
     where
         B: Fn(&mut Worker) -> R + Sync,
         R: Send,
     {
-        let workers = self.config.workers;
-        if workers == 0 {
+        if self.config.workers == 0 {
             return Err(SimError::Config { reason: "a simulation needs at least one worker".to_string() });
         }
         if self.config.tick_ms < 0 || self.config.tick_jitter_ms < 0 {
             return Err(SimError::Config { reason: "ticks cannot be negative".to_string() });
         }
+        if !(0.0..=1.0).contains(&self.config.crash_probability) {
+            return Err(SimError::Config { reason: "the crash probability must be between 0 and 1".to_string() });
+        }
         self.config.network.validate().map_err(|reason| SimError::Config { reason })?;
-        let seed = self.config.seed;
-        let build = &build;
-        std::thread::scope(|scope| {
-            let builders = ProcessBuilder::new_typed_vector(workers, Hooks::default().refill, None);
-            let mut commands = Vec::with_capacity(workers);
-            let mut replies = Vec::with_capacity(workers);
-            let mut handles = Vec::with_capacity(workers);
-            let mut spawn_error = None;
-            for (index, builder) in builders.into_iter().enumerate() {
-                let (command_tx, command_rx) = channel();
-                let (reply_tx, reply_rx) = channel();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("sim-worker-{index}"))
-                    .spawn_scoped(scope, move || worker_thread(builder, command_rx, reply_tx, build));
-                match spawned {
-                    Ok(handle) => {
-                        handles.push(handle);
-                        commands.push(command_tx);
-                        replies.push(reply_rx);
-                    }
-                    Err(error) => {
-                        spawn_error = Some(format!("cannot start worker {index}: {error}"));
-                        break;
-                    }
-                }
+        let mut on_crash = self.on_crash.take();
+        let mut coordinator = Coordinator::new(&self);
+        loop {
+            let incarnation = self.incarnation.get();
+            if incarnation > 0 {
+                coordinator.trace.push(TraceEvent::Restart { incarnation, now_ms: self.clock.now_ms() });
             }
-            if let Some(message) = spawn_error {
-                // The builders not handed to a thread are dropped by now, so the started threads'
-                // handshake fails and they end (with a panic, which joining absorbs).
-                drop(commands);
-                for handle in handles {
-                    let _ = handle.join();
+            let (ended, results) = run_incarnation(&mut coordinator, &build)?;
+            match ended {
+                Ended::Finished | Ended::Halted => {
+                    let report = coordinator.report(ended == Ended::Halted, false);
+                    return Ok(SimOutcome { results, report });
                 }
-                return Err(SimError::Thread { seed, message });
-            }
-            let mut coordinator = Coordinator::new(&self, commands, replies);
-            let outcome = coordinator.run();
-            coordinator.stop();
-            let mut results = Vec::with_capacity(workers);
-            let mut lost = None;
-            for (index, handle) in handles.into_iter().enumerate() {
-                match handle.join() {
-                    Ok(Some(result)) => results.push(result),
-                    Ok(None) => lost = lost.or(Some(format!("worker {index} ended without building"))),
-                    Err(payload) => {
-                        lost = lost.or(Some(format!("worker {index} thread panicked: {}", panic_message(&*payload))))
+                Ended::Crashed => {
+                    let info = CrashInfo {
+                        crash: coordinator.crashes,
+                        incarnation,
+                        step: coordinator.step,
+                        now_ms: self.clock.now_ms(),
+                    };
+                    let decision =
+                        on_crash.as_mut().map_or(AfterCrash::Restart { after_ms: 0 }, |decide| decide(&info));
+                    match decision {
+                        AfterCrash::Restart { after_ms } => {
+                            self.clock.advance_ms(after_ms.max(0));
+                            self.incarnation.0.fetch_add(1, Ordering::SeqCst);
+                        }
+                        AfterCrash::Stop => {
+                            let report = coordinator.report(false, true);
+                            return Ok(SimOutcome { results: Vec::new(), report });
+                        }
                     }
                 }
             }
-            let report = outcome?;
-            if let Some(message) = lost {
-                return Err(SimError::Thread { seed, message });
-            }
-            Ok(SimOutcome { results, report })
-        })
+        }
     }
+}
+
+/// How one incarnation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Finished,
+    Halted,
+    Crashed,
+}
+
+/// Builds fresh workers (one thread each, all at once: timely's handshake needs it), steps them
+/// until they finish, halt or crash, then stops and joins them.
+fn run_incarnation<B, R>(coordinator: &mut Coordinator<'_>, build: &B) -> Result<(Ended, Vec<R>), SimError>
+where
+    B: Fn(&mut Worker) -> R + Sync,
+    R: Send,
+{
+    let workers = coordinator.config().workers;
+    let seed = coordinator.config().seed;
+    std::thread::scope(|scope| {
+        let builders = ProcessBuilder::new_typed_vector(workers, Hooks::default().refill, None);
+        let mut links = Links { commands: Vec::with_capacity(workers), replies: Vec::with_capacity(workers) };
+        let mut handles = Vec::with_capacity(workers);
+        let mut spawn_error = None;
+        for (index, builder) in builders.into_iter().enumerate() {
+            let (command_tx, command_rx) = channel();
+            let (reply_tx, reply_rx) = channel();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sim-worker-{index}"))
+                .spawn_scoped(scope, move || worker_thread(builder, command_rx, reply_tx, build));
+            match spawned {
+                Ok(handle) => {
+                    handles.push(handle);
+                    links.commands.push(command_tx);
+                    links.replies.push(reply_rx);
+                }
+                Err(error) => {
+                    spawn_error = Some(format!("cannot start worker {index}: {error}"));
+                    break;
+                }
+            }
+        }
+        if let Some(message) = spawn_error {
+            // The builders not handed to a thread are dropped by now, so the started threads'
+            // handshake fails and they end (with a panic, which joining absorbs).
+            drop(links);
+            for handle in handles {
+                let _ = handle.join();
+            }
+            return Err(SimError::Thread { seed, message });
+        }
+        let ended = coordinator.run(&links);
+        links.stop();
+        let mut results = Vec::with_capacity(workers);
+        let mut lost = None;
+        for (index, handle) in handles.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Some(result)) => results.push(result),
+                Ok(None) => lost = lost.or(Some(format!("worker {index} ended without building"))),
+                Err(payload) => {
+                    lost = lost.or(Some(format!("worker {index} thread panicked: {}", panic_message(&*payload))))
+                }
+            }
+        }
+        let ended = ended?;
+        if let Some(message) = lost {
+            return Err(SimError::Thread { seed, message });
+        }
+        Ok((ended, results))
+    })
 }
 
 /// The body of one worker thread: build the allocator (all threads at once), then obey commands.
@@ -354,36 +496,54 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
-/// Passes the baton: sends one command, waits for its reply, records what happened.
-struct Coordinator<'a> {
-    simulation: &'a Simulation,
+/// The command and reply channels of one incarnation's workers.
+struct Links {
     commands: Vec<Sender<Command>>,
     replies: Vec<Receiver<Reply>>,
+}
+
+impl Links {
+    /// Tells every worker to stop; they drop their (possibly unfinished) dataflows and end.
+    fn stop(&mut self) {
+        for command in self.commands.drain(..) {
+            let _ = command.send(Command::Stop);
+        }
+    }
+}
+
+/// Passes the baton: sends one command, waits for its reply, records what happened. It lives
+/// across incarnations, so that every random stream continues after a crash.
+struct Coordinator<'a> {
+    simulation: &'a Simulation,
     order: StepOrder,
     stall_rng: SimRng,
     tick_rng: SimRng,
+    crash_rng: SimRng,
     alive: Vec<bool>,
     stalled_until: Vec<u64>,
     steps_per_worker: Vec<u64>,
     stalls: u64,
+    crashes: u64,
+    step: u64,
     trace: Trace,
 }
 
 impl<'a> Coordinator<'a> {
-    fn new(simulation: &'a Simulation, commands: Vec<Sender<Command>>, replies: Vec<Receiver<Reply>>) -> Self {
+    fn new(simulation: &'a Simulation) -> Self {
         let config = &simulation.config;
         let workers = config.workers;
         Coordinator {
             simulation,
-            commands,
-            replies,
             order: StepOrder::new(derive_seed(config.seed, &[STREAM_STEPS])),
             stall_rng: SimRng::new(derive_seed(config.seed, &[STREAM_STALLS])),
             tick_rng: SimRng::new(derive_seed(config.seed, &[STREAM_TICKS])),
+            crash_rng: SimRng::new(derive_seed(config.seed, &[STREAM_CRASHES])),
             alive: vec![false; workers],
             stalled_until: vec![0; workers],
             steps_per_worker: vec![0; workers],
             stalls: 0,
+            crashes: 0,
+            step: 0,
             trace: Trace::new(config.keep_trace),
         }
     }
@@ -393,28 +553,29 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Sends `command` to `worker` and waits for its reply: the only moment that worker runs.
-    fn ask(&self, worker: usize, command: Command, step: Option<u64>) -> Result<bool, SimError> {
+    fn ask(&self, links: &Links, worker: usize, command: Command, step: Option<u64>) -> Result<bool, SimError> {
         let seed = self.config().seed;
         let died = || SimError::Thread { seed, message: format!("worker {worker} thread ended unexpectedly") };
-        self.commands[worker].send(command).map_err(|_| died())?;
-        match self.replies[worker].recv().map_err(|_| died())? {
+        links.commands[worker].send(command).map_err(|_| died())?;
+        match links.replies[worker].recv().map_err(|_| died())? {
             Ok(has_dataflows) => Ok(has_dataflows),
             Err(message) => Err(SimError::WorkerPanicked { seed, worker, step, message }),
         }
     }
 
-    fn run(&mut self) -> Result<SimReport, SimError> {
+    /// Builds and steps one incarnation's workers until they finish, halt or crash.
+    fn run(&mut self, links: &Links) -> Result<Ended, SimError> {
         let workers = self.config().workers;
         let recorder = self.simulation.recorder.clone();
+        self.stalled_until = vec![0; workers];
         for worker in 0..workers {
-            let has_dataflows = self.ask(worker, Command::Build, None)?;
+            let has_dataflows = self.ask(links, worker, Command::Build, None)?;
             self.alive[worker] = has_dataflows;
             self.trace.push(TraceEvent::Built { worker, has_dataflows });
             recorder.drain_into(&mut self.trace);
         }
-        let mut step = 0u64;
-        let mut halted = false;
         while self.alive.iter().any(|&alive| alive) {
+            let step = self.step;
             if step >= self.config().steps_max {
                 return Err(SimError::StepLimit { seed: self.config().seed, steps_max: self.config().steps_max });
             }
@@ -423,7 +584,7 @@ impl<'a> Coordinator<'a> {
             let runnable = if runnable.contains(&true) { runnable } else { self.release_one(step) };
             let worker = self.order.next(&runnable).expect("at least one worker is runnable");
             let now_ms = self.simulation.clock.now_ms();
-            let has_dataflows = self.ask(worker, Command::Step, Some(step))?;
+            let has_dataflows = self.ask(links, worker, Command::Step, Some(step))?;
             self.alive[worker] = has_dataflows;
             self.steps_per_worker[worker] += 1;
             self.trace.push(TraceEvent::Step { step, worker, now_ms, has_dataflows });
@@ -432,27 +593,51 @@ impl<'a> Coordinator<'a> {
             let tick =
                 self.config().tick_ms + if jitter > 0 { self.tick_rng.below(jitter as u64 + 1) as i64 } else { 0 };
             self.simulation.clock.advance_ms(tick);
-            step += 1;
+            self.step += 1;
             if let Some(halt) = &self.simulation.halt
                 && halt()
             {
-                self.trace.push(TraceEvent::Halt { step: step - 1 });
-                halted = true;
-                break;
+                self.trace.push(TraceEvent::Halt { step });
+                return Ok(Ended::Halted);
+            }
+            if self.alive.iter().any(|&alive| alive) && self.maybe_crash() {
+                self.trace.push(TraceEvent::Crash { step, incarnation: self.simulation.incarnation.get() });
+                recorder.drain_into(&mut self.trace);
+                return Ok(Ended::Crashed);
             }
         }
-        Ok(SimReport {
+        Ok(Ended::Finished)
+    }
+
+    /// After a step: whether every worker crashes now (seeded, at most `crashes_max` per run).
+    fn maybe_crash(&mut self) -> bool {
+        let config = self.config();
+        if config.crash_probability <= 0.0 || self.crashes >= u64::from(config.crashes_max) {
+            return false;
+        }
+        let probability = config.crash_probability;
+        if self.crash_rng.chance(probability) {
+            self.crashes += 1;
+            return true;
+        }
+        false
+    }
+
+    fn report(&self, halted: bool, gave_up: bool) -> SimReport {
+        SimReport {
             seed: self.config().seed,
-            workers,
-            steps: step,
+            workers: self.config().workers,
+            steps: self.step,
             steps_per_worker: self.steps_per_worker.clone(),
             stalls: self.stalls,
+            crashes: self.crashes,
+            incarnations: self.simulation.incarnation.get() + 1,
+            gave_up,
             end_ms: self.simulation.clock.now_ms(),
             halted,
             trace: self.trace.clone(),
-        })
+        }
     }
-
     /// Before step `step`, perhaps stalls a seeded worker for a seeded number of steps.
     fn maybe_stall(&mut self, step: u64) {
         let probability = self.config().stall_probability;
@@ -477,12 +662,5 @@ impl<'a> Coordinator<'a> {
         self.stalled_until[worker] = step;
         self.trace.push(TraceEvent::Unstall { step, worker });
         (0..self.config().workers).map(|w| w == worker).collect()
-    }
-
-    /// Tells every worker to stop; they drop their (possibly unfinished) dataflows and end.
-    fn stop(&mut self) {
-        for command in self.commands.drain(..) {
-            let _ = command.send(Command::Stop);
-        }
     }
 }

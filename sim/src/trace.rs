@@ -83,6 +83,21 @@ pub enum TraceEvent {
         /// The step after which the run stopped.
         step: u64,
     },
+    /// Every worker crashed after step `step`: their dataflows, threads and in-flight messages
+    /// were dropped. `incarnation` is the incarnation that crashed (the first is 0).
+    Crash {
+        /// The step after which the crash happened.
+        step: u64,
+        /// The incarnation that crashed.
+        incarnation: u64,
+    },
+    /// Incarnation `incarnation` was started (every worker rebuilt) at virtual time `now_ms`.
+    Restart {
+        /// The new incarnation.
+        incarnation: u64,
+        /// Virtual time of the restart.
+        now_ms: i64,
+    },
 }
 
 impl TraceEvent {
@@ -134,6 +149,16 @@ impl TraceEvent {
             TraceEvent::Halt { step } => {
                 hash.write(&[8]);
                 word(hash, step);
+            }
+            TraceEvent::Crash { step, incarnation } => {
+                hash.write(&[9]);
+                word(hash, step);
+                word(hash, incarnation);
+            }
+            TraceEvent::Restart { incarnation, now_ms } => {
+                hash.write(&[10]);
+                word(hash, incarnation);
+                word(hash, now_ms as u64);
             }
         }
     }

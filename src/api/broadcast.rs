@@ -196,6 +196,14 @@ impl<'scope, K: Key, D: Data, B: Data> ConnectedStreams<'scope, K, D, B> {
         );
         let metrics = env.metrics(node, "broadcast process");
         let context = env.context().clone();
+        if context.checkpoints.is_some() {
+            // Refused rather than run without its state in the checkpoints: a restore would lose
+            // the rules and every key's state, silently.
+            context.failure.fail(crate::Error::Usage(
+                "the broadcast process operator does not take part in checkpoints yet; run this job without checkpoints"
+                    .to_string(),
+            ));
+        }
         let key: Rc<dyn Fn(&D) -> K> = self.keyed.key_fn();
         let mut builder = OperatorBuilder::new("broadcast process".to_string(), env.scope());
         let activator = env.scope().activator_for(builder.operator_info().address);

@@ -7,12 +7,16 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator as _;
+use std::collections::btree_map::Entry;
+use std::ops::Range;
 
-use super::{Data, Key, OperatorKind, Partitioning, Stream};
-use crate::metrics::OperatorMetrics;
-use crate::state::worker_for_key;
+use timely::dataflow::channels::pact::Exchange;
+
+use super::{Data, Key, OperatorKind, Stream};
+use crate::error::Result;
+use crate::runtime::{Emit, KeyedEngine, keyed_operator};
+use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
+use crate::state::{key_group, worker_for_key};
 use crate::time::Record;
 
 /// A stream whose records are partitioned by a key (Flink's `KeyedStream`).
@@ -50,37 +54,59 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
     }
 
     /// Flink's rolling `reduce`: for every record, emits the reduction of all values of its key so
-    /// far, at the record's event time and watermark stamp.
+    /// far, at the record's event time and watermark stamp. Its state is checkpointed.
     pub fn reduce(self, reduce: impl Fn(&D, &D) -> D + 'static) -> Stream<'scope, D> {
-        let env = self.stream.env.clone();
-        let node = env.add_node("reduce", OperatorKind::Keyed, &[(self.stream.node, Partitioning::Hash)]);
-        let metrics = env.metrics(node, "reduce");
-        let exchange = self.exchange();
-        let key = Rc::clone(&self.key);
-        let stream = self.stream.stream.clone().unary_frontier(exchange, "reduce", move |_, _| {
-            let mut state: BTreeMap<K, D> = BTreeMap::new();
-            move |(input, frontier), output| {
-                metrics.set_watermark(crate::time::frontier_watermark(frontier.frontier()));
-                input.for_each(|time, data: &mut Vec<Record<D>>| {
-                    OperatorMetrics::add(&metrics.records_in, data.len());
-                    OperatorMetrics::add(&metrics.records_out, data.len());
-                    let mut session = output.session(&time);
-                    for record in data.drain(..) {
-                        let reduced = match state.entry(key(&record.value)) {
-                            std::collections::btree_map::Entry::Occupied(mut current) => {
-                                let next = reduce(current.get(), &record.value);
-                                current.insert(next.clone());
-                                next
-                            }
-                            std::collections::btree_map::Entry::Vacant(slot) => {
-                                slot.insert(record.value.clone()).clone()
-                            }
-                        };
-                        session.give(record.with_value(reduced));
-                    }
-                });
+        let core = RollingReduce { reduce: Box::new(reduce), state: BTreeMap::new() };
+        let (exchange, key) = (self.exchange(), self.key_fn());
+        keyed_operator(self.stream, exchange, "reduce", OperatorKind::Keyed, key, core).results
+    }
+}
+
+/// The state of a rolling reduce: the reduction of every key so far.
+struct RollingReduce<K, D> {
+    reduce: Box<dyn Fn(&D, &D) -> D>,
+    state: BTreeMap<K, D>,
+}
+
+impl<K: Key, D: Data> KeyedEngine<K, D> for RollingReduce<K, D> {
+    type Output = D;
+
+    fn on_element(&mut self, key: K, record: Record<D>, _now_ms: i64, emit: &mut Emit<'_, D, D>) -> Result<()> {
+        let reduced = match self.state.entry(key) {
+            Entry::Occupied(mut current) => {
+                let next = (self.reduce)(current.get(), &record.value);
+                current.insert(next.clone());
+                next
             }
-        });
-        Stream::new(env, stream, node, false)
+            Entry::Vacant(slot) => slot.insert(record.value.clone()).clone(),
+        };
+        emit.results.push(record.with_value(reduced));
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, _watermark_ms: i64, _now_ms: i64, _emit: &mut Emit<'_, D, D>) {}
+
+    fn advance_processing_time(&mut self, _now_ms: i64, _emit: &mut Emit<'_, D, D>) {}
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
+
+    fn watermark_ms(&self) -> i64 {
+        crate::time::WATERMARK_MIN
+    }
+
+    fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
+        let mut groups: BTreeMap<u32, Vec<(&K, &D)>> = BTreeMap::new();
+        for (key, value) in &self.state {
+            groups.entry(key_group(key, max_parallelism)).or_default().push((key, value));
+        }
+        encode(SnapshotKind::KeyedState, &groups)
+    }
+
+    fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: Range<u32>) -> Result<(), SnapshotError> {
+        let restored: Vec<(K, D)> = decode_key_groups(snapshots, key_groups)?;
+        self.state = restored.into_iter().collect();
+        Ok(())
     }
 }

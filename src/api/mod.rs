@@ -109,6 +109,7 @@ impl<'scope> Env<'scope> {
         let metrics = self.metrics(node, &name);
         let stream = crate::time::source::watermarked_source(
             self.scope,
+            node.index(),
             &name,
             Arc::new(source),
             strategy,

@@ -11,6 +11,7 @@
 use super::{Data, Key, KeyedStream, OperatorKind, Stream};
 use crate::error::Result;
 use crate::runtime::{Emit, KeyedEngine, keyed_operator};
+use crate::state::snapshot::{SnapshotError, SnapshotKind, decode, encode};
 use crate::state::{KeyedStateBackend, TimerService};
 use crate::time::{Record, WATERMARK_MIN};
 use crate::window::TimeDomain;
@@ -177,6 +178,27 @@ impl<K: Key, D: 'static, F: KeyedProcessFunction<K, D>> KeyedProcessCore<K, D, F
 
 impl<K: Key, D: 'static, F: KeyedProcessFunction<K, D>> KeyedEngine<K, D> for KeyedProcessCore<K, D, F> {
     type Output = F::Output;
+
+    fn snapshot(&self, _max_parallelism: u32) -> Vec<u8> {
+        encode(SnapshotKind::OperatorState, &(self.state.snapshot(), self.timers.snapshot()))
+    }
+
+    fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: std::ops::Range<u32>) -> Result<(), SnapshotError> {
+        let mut states = Vec::with_capacity(snapshots.len());
+        let mut timers = Vec::with_capacity(snapshots.len());
+        for bytes in snapshots {
+            let (state, timer): (Vec<u8>, Vec<u8>) = decode(SnapshotKind::OperatorState, bytes)?;
+            states.push(state);
+            timers.push(timer);
+        }
+        let max_parallelism = self.state.max_parallelism();
+        let mut restored_timers = TimerService::default();
+        restored_timers.restore(&timers, key_groups.clone(), max_parallelism)?;
+        self.state.restore(&states, key_groups)?;
+        self.timers = restored_timers;
+        self.watermark_ms = crate::time::WATERMARK_MIN;
+        Ok(())
+    }
 
     fn on_element(&mut self, key: K, record: Record<D>, now_ms: i64, emit: &mut Emit<'_, D, F::Output>) -> Result<()> {
         if self.per_record_watermarks {

@@ -1,6 +1,7 @@
 //! `Stream`: a handle on one operator's output, with the stateless transformations.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use petgraph::graph::NodeIndex;
 use timely::dataflow::StreamVec;
@@ -213,6 +214,46 @@ impl<'scope, D: Data> Stream<'scope, D> {
                 metrics,
             ),
             _ => crate::runtime::sink_operator(self.stream, Pipeline, &name, sink, context, metrics),
+        }
+    }
+
+    /// Writes the stream to `sink` exactly once: with checkpoints, each epoch's records are
+    /// committed only when the checkpoint that covers them is complete, and re-committed after a
+    /// crash (see [`TwoPhaseCommitSink`](crate::connectors::TwoPhaseCommitSink)); without, the
+    /// output is committed once, at the end of input.
+    pub fn sink_exactly_once(self, sink: impl crate::connectors::TwoPhaseCommitSink<D>) {
+        let name = format!("sink: {}", sink.name());
+        let partitioning = sink.partitioning();
+        let node = self.env.add_node(&name, OperatorKind::Sink, &[(self.node, partitioning)]);
+        let metrics = self.env.metrics(node, &name);
+        let context = self.env.context().clone();
+        let sink = Arc::new(sink);
+        let stream = self.stream;
+        match partitioning {
+            Partitioning::Gather => {
+                let pact = Exchange::new(|_: &Record<D>| 0);
+                match context.network.clone() {
+                    Some(network) => crate::runtime::two_phase_sink_operator(
+                        stream,
+                        network.delayed(pact),
+                        node.index(),
+                        &name,
+                        sink,
+                        context,
+                        metrics,
+                    ),
+                    None => crate::runtime::two_phase_sink_operator(
+                        stream,
+                        pact,
+                        node.index(),
+                        &name,
+                        sink,
+                        context,
+                        metrics,
+                    ),
+                }
+            }
+            _ => crate::runtime::two_phase_sink_operator(stream, Pipeline, node.index(), &name, sink, context, metrics),
         }
     }
 }

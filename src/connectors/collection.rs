@@ -33,6 +33,14 @@ impl<D: Clone + Send + Sync + 'static> Source<D> for CollectionSource<D> {
         }
         Ok(Box::new(CollectionReader { records: Arc::clone(&self.records), next: 0 }))
     }
+
+    fn reopen(&self, instance: usize, instances: usize, offset: u64) -> Result<Box<dyn SourceReader<D>>> {
+        if instance != 0 {
+            return self.open(instance, instances);
+        }
+        let next = usize::try_from(offset).unwrap_or(usize::MAX).min(self.records.len());
+        Ok(Box::new(CollectionReader { records: Arc::clone(&self.records), next }))
+    }
 }
 
 struct CollectionReader<D> {

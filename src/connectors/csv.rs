@@ -1,7 +1,7 @@
 //! The CSV file source: lines `key,event_time_ms,value`, header optional, replayable by byte offset.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Event, FinishedReader, ReadStatus, Source, SourceReader};
@@ -60,15 +60,50 @@ impl Source<Event> for CsvSource {
     }
 
     fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SourceReader<Event>>> {
+        self.open_at(instance, self.start_offset, self.start_line, false)
+    }
+
+    fn reopen(&self, instance: usize, _instances: usize, offset: u64) -> Result<Box<dyn SourceReader<Event>>> {
+        // Line numbers name bad lines and travel with events: count them up to the offset again
+        // rather than trusting a second number in the checkpoint.
+        let file = File::open(&self.path).map_err(|e| Error::io("cannot open input", &self.path, e))?;
+        let mut lines = 0u64;
+        let mut prefix = BufReader::new(file).take(offset);
+        let mut chunk = [0u8; 1 << 16];
+        loop {
+            let n = prefix.read(&mut chunk).map_err(|e| Error::io("cannot read input", &self.path, e))?;
+            if n == 0 {
+                break;
+            }
+            lines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        self.open_at(instance, offset, lines, true)
+    }
+}
+
+impl CsvSource {
+    fn open_at(
+        &self,
+        instance: usize,
+        start_offset: u64,
+        start_line: u64,
+        resumed: bool,
+    ) -> Result<Box<dyn SourceReader<Event>>> {
         if instance != 0 {
             return Ok(Box::new(FinishedReader));
         }
         let mut file = File::open(&self.path).map_err(|e| Error::io("cannot open input", &self.path, e))?;
-        file.seek(SeekFrom::Start(self.start_offset)).map_err(|e| Error::io("cannot seek in input", &self.path, e))?;
+        file.seek(SeekFrom::Start(start_offset)).map_err(|e| Error::io("cannot seek in input", &self.path, e))?;
         let dead_letter = match &self.policy {
             BadLinePolicy::Fail => None,
             BadLinePolicy::Skip { dead_letter } => {
-                let out = File::create(dead_letter)
+                // A resumed reader keeps the lines an earlier run already set aside.
+                let out = std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(resumed)
+                    .truncate(!resumed)
+                    .open(dead_letter)
                     .map_err(|e| Error::io("cannot create dead-letter file", dead_letter, e))?;
                 Some((BufWriter::new(out), dead_letter.clone()))
             }
@@ -76,8 +111,8 @@ impl Source<Event> for CsvSource {
         Ok(Box::new(CsvReader {
             file_name: self.path.display().to_string(),
             input: BufReader::with_capacity(1 << 16, file),
-            offset: self.start_offset,
-            line: self.start_line,
+            offset: start_offset,
+            line: start_line,
             buffer: Vec::with_capacity(128),
             dead_letter,
             bad_records: 0,

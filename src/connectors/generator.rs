@@ -127,6 +127,16 @@ impl Source<Event> for GeneratorSource {
         }
         Ok(Box::new(GeneratorReader { events: Box::new(generate_events(&self.config)), offset: 0 }))
     }
+
+    fn reopen(&self, instance: usize, instances: usize, offset: u64) -> Result<Box<dyn SourceReader<Event>>> {
+        self.config.validate()?;
+        if instance != 0 {
+            return self.open(instance, instances);
+        }
+        // The sequence is a function of the seed: regenerate it and skip what was read.
+        let events = generate_events(&self.config).skip(offset as usize);
+        Ok(Box::new(GeneratorReader { events: Box::new(events), offset }))
+    }
 }
 
 struct GeneratorReader {

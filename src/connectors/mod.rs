@@ -18,12 +18,18 @@ mod csv;
 mod generator;
 mod sinks;
 mod socket;
+mod transactional;
 
 pub use collection::CollectionSource;
 pub use csv::{BadLinePolicy, CsvSource, parse_event_line};
 pub use generator::{GeneratorConfig, GeneratorSource, generate_events, write_events_csv};
 pub use sinks::{CollectSink, CsvSink, StdoutSink};
 pub use socket::SocketSource;
+pub(crate) use transactional::SinkState;
+pub use transactional::{
+    StagedFile, TransactionWriter, TransactionalCollectSink, TransactionalFileSink, TwoPhaseCommitSink,
+    commit_file_transaction, recover_file,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +72,15 @@ pub trait Source<D>: Send + Sync + 'static {
     fn name(&self) -> String;
     /// Opens the reader of instance `instance` of `instances`.
     fn open(&self, instance: usize, instances: usize) -> Result<Box<dyn SourceReader<D>>>;
+    /// Reopens instance `instance` at `offset` (what [`SourceReader::offset`] said), to replay
+    /// from a checkpoint. The default replays only from the start: a source that cannot rewind
+    /// (a socket) cannot give exactly-once results after a crash, and says so.
+    fn reopen(&self, instance: usize, instances: usize, offset: u64) -> Result<Box<dyn SourceReader<D>>> {
+        if offset == 0 {
+            return self.open(instance, instances);
+        }
+        Err(crate::Error::Usage(format!("source {} cannot replay from offset {offset}", self.name())))
+    }
     /// Whether only instance 0 produces records (one file, one socket, one sequence). Then
     /// downstream operators see the records in the source's own order and can follow its
     /// watermark record by record. The default, `false`, is always safe.

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Env, JobGraph, KeyedStream, WindowedStream};
-use crate::connectors::{BadLinePolicy, CollectSink, CsvSource, Event, Sink, SinkWriter};
+use crate::connectors::{
+    BadLinePolicy, CollectSink, CsvSource, Event, Sink, SinkWriter, StagedFile, TransactionWriter,
+    TransactionalFileSink, TwoPhaseCommitSink, commit_file_transaction, recover_file,
+};
 use crate::error::{Error, Result};
 use crate::runtime::{JobConfig, JobReport, execute, plan};
 use crate::time::{Record, WatermarkStrategy, parse_duration_ms};
@@ -293,11 +296,53 @@ struct SortedRowsSink {
     rows: Arc<std::sync::atomic::AtomicU64>,
 }
 
-struct SortedRowsWriter {
+/// Rows received but not yet final, and how to render them: what both file writers share.
+struct SortedRows {
     sink: SortedRowsSink,
-    out: Option<std::io::BufWriter<std::fs::File>>,
     pending: Vec<WindowResult<String, Stats>>,
     text: String,
+}
+
+impl SortedRows {
+    fn new(sink: &SortedRowsSink) -> Self {
+        SortedRows { sink: sink.clone(), pending: Vec::new(), text: String::new() }
+    }
+
+    /// Sorts and renders into `self.text` every pending row whose end is below `end_limit` (all
+    /// rows with `None`); returns whether there is text.
+    fn render_below(&mut self, end_limit: Option<i64>) -> bool {
+        let count_windows = self.sink.count_windows;
+        let (mut ready, waiting): (Vec<_>, Vec<_>) = self
+            .pending
+            .drain(..)
+            .partition(|result| end_limit.is_none_or(|limit| row_of(result, count_windows).end < limit));
+        self.pending = waiting;
+        self.text.clear();
+        if ready.is_empty() {
+            return false;
+        }
+        sort_results(&mut ready, count_windows);
+        for result in &ready {
+            render_row(&mut self.text, &row_of(result, count_windows), &self.sink.aggregates);
+        }
+        self.sink.rows.fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// The limit below which rows are final at `watermark_ms`, if any rows can be.
+    fn final_below(&self, watermark_ms: i64) -> Option<i64> {
+        // Count windows are ordered by their elements' times, which no watermark bounds.
+        if self.sink.count_windows || watermark_ms == i64::MAX {
+            return None;
+        }
+        // A window fires again at most until its end - 1 + lateness is behind the watermark.
+        Some(watermark_ms.saturating_add(1).saturating_sub(self.sink.lateness_ms))
+    }
+}
+
+struct SortedRowsWriter {
+    rows: SortedRows,
+    out: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Sink<WindowResult<String, Stats>> for SortedRowsSink {
@@ -320,46 +365,32 @@ impl Sink<WindowResult<String, Stats>> for SortedRowsSink {
         } else {
             None
         };
-        Ok(Box::new(SortedRowsWriter { sink: self.clone(), out, pending: Vec::new(), text: String::new() }))
+        Ok(Box::new(SortedRowsWriter { rows: SortedRows::new(self), out }))
     }
 }
 
 impl SortedRowsWriter {
-    /// Sorts and writes every pending row whose end is below `end_limit` (all rows with `None`).
     fn flush_below(&mut self, end_limit: Option<i64>) -> Result<()> {
-        let count_windows = self.sink.count_windows;
-        let (mut ready, waiting): (Vec<_>, Vec<_>) = self
-            .pending
-            .drain(..)
-            .partition(|result| end_limit.is_none_or(|limit| row_of(result, count_windows).end < limit));
-        self.pending = waiting;
-        if ready.is_empty() {
+        if !self.rows.render_below(end_limit) {
             return Ok(());
         }
-        sort_results(&mut ready, count_windows);
-        self.text.clear();
-        for result in &ready {
-            render_row(&mut self.text, &row_of(result, count_windows), &self.sink.aggregates);
-        }
-        self.sink.rows.fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let out = self.out.as_mut().expect("only worker 0 receives rows");
-        std::io::Write::write_all(out, self.text.as_bytes()).map_err(|e| Error::io("cannot write", &self.sink.path, e))
+        std::io::Write::write_all(out, self.rows.text.as_bytes())
+            .map_err(|e| Error::io("cannot write", &self.rows.sink.path, e))
     }
 }
 
 impl SinkWriter<WindowResult<String, Stats>> for SortedRowsWriter {
     fn write(&mut self, records: &[Record<WindowResult<String, Stats>>]) -> Result<()> {
-        self.pending.extend(records.iter().map(|record| record.value.clone()));
+        self.rows.pending.extend(records.iter().map(|record| record.value.clone()));
         Ok(())
     }
 
     fn on_watermark(&mut self, watermark_ms: i64) -> Result<()> {
-        // Count windows are ordered by their elements' times, which no watermark bounds.
-        if self.out.is_none() || self.sink.count_windows || watermark_ms == i64::MAX {
-            return Ok(());
+        match self.rows.final_below(watermark_ms) {
+            Some(limit) if self.out.is_some() => self.flush_below(Some(limit)),
+            _ => Ok(()),
         }
-        // A window fires again at most until its end - 1 + lateness is behind the watermark.
-        self.flush_below(Some(watermark_ms.saturating_add(1).saturating_sub(self.sink.lateness_ms)))
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -368,7 +399,86 @@ impl SinkWriter<WindowResult<String, Stats>> for SortedRowsWriter {
         }
         self.flush_below(None)?;
         let out = self.out.as_mut().expect("worker 0");
-        std::io::Write::flush(out).map_err(|e| Error::io("cannot write", &self.sink.path, e))
+        std::io::Write::flush(out).map_err(|e| Error::io("cannot write", &self.rows.sink.path, e))
+    }
+}
+
+/// With checkpoints, the same sorted file, exactly once: final rows go into the epoch's
+/// transaction, and rows not yet final are part of the sink's checkpoint state, so the committed
+/// file is the one an uninterrupted run writes, byte for byte.
+struct SortedRowsTransaction {
+    rows: SortedRows,
+    staged: StagedFile,
+}
+
+impl TwoPhaseCommitSink<WindowResult<String, Stats>> for SortedRowsSink {
+    fn name(&self) -> String {
+        format!("sorted csv {} (exactly once)", self.path.display())
+    }
+
+    fn partitioning(&self) -> crate::api::Partitioning {
+        crate::api::Partitioning::Gather
+    }
+
+    fn open(
+        &self,
+        instance: usize,
+        _instances: usize,
+    ) -> Result<Box<dyn TransactionWriter<WindowResult<String, Stats>>>> {
+        let mut staged = StagedFile::open(&self.path, instance)?;
+        if instance == 0 && staged.is_fresh() {
+            staged.append(header(&self.aggregates).as_bytes());
+        }
+        Ok(Box::new(SortedRowsTransaction { rows: SortedRows::new(self), staged }))
+    }
+
+    fn commit(&self, transaction: &[u8]) -> Result<()> {
+        commit_file_transaction(&self.path, transaction)
+    }
+
+    fn recover(&self, instance: usize, last: Option<&[u8]>) -> Result<()> {
+        recover_file(&self.path, instance, last)
+    }
+}
+
+impl SortedRowsTransaction {
+    fn stage_below(&mut self, end_limit: Option<i64>) {
+        if self.rows.render_below(end_limit) {
+            self.staged.append(self.rows.text.as_bytes());
+        }
+    }
+}
+
+impl TransactionWriter<WindowResult<String, Stats>> for SortedRowsTransaction {
+    fn write(&mut self, _epoch: u64, records: &[Record<WindowResult<String, Stats>>]) -> Result<()> {
+        self.rows.pending.extend(records.iter().map(|record| record.value.clone()));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark_ms: i64) -> Result<()> {
+        if watermark_ms == i64::MAX {
+            self.stage_below(None);
+        } else if let Some(limit) = self.rows.final_below(watermark_ms) {
+            self.stage_below(Some(limit));
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<Vec<u8>> {
+        self.staged.pre_commit(epoch)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        bincode::serialize(&self.rows.pending).map_err(|e| Error::Runtime(format!("cannot encode pending rows: {e}")))
+    }
+
+    fn restore(&mut self, states: Vec<Vec<u8>>) -> Result<()> {
+        for state in states.iter().filter(|state| !state.is_empty()) {
+            let rows: Vec<WindowResult<String, Stats>> =
+                bincode::deserialize(state).map_err(|e| Error::Runtime(format!("pending rows do not decode: {e}")))?;
+            self.rows.pending.extend(rows);
+        }
+        Ok(())
     }
 }
 
@@ -394,6 +504,8 @@ struct Outputs {
     results: CollectSink<WindowResult<String, Stats>>,
     late: CollectSink<Element>,
     file: Option<SortedRowsSink>,
+    /// With checkpoints: where the line numbers of late elements are committed, exactly once.
+    late_lines: Option<PathBuf>,
 }
 
 fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
@@ -408,16 +520,24 @@ fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
         .key_by(|element: &Element| element.key.clone());
     let output = windowed(job, keyed)?.aggregate(StatsAggregate);
     match &outputs.file {
+        Some(file) if env.context().checkpoints.is_some() => output.results.sink_exactly_once(file.clone()),
         Some(file) => output.results.sink(file.clone()),
         None => output.results.sink(outputs.results.clone()),
     }
-    output.late.sink(outputs.late.clone());
+    match &outputs.late_lines {
+        Some(path) if env.context().checkpoints.is_some() => {
+            output.late.sink_exactly_once(TransactionalFileSink::new(path, |record: &Record<Element>| {
+                record.value.line.to_string()
+            }))
+        }
+        _ => output.late.sink(outputs.late.clone()),
+    }
     Ok(())
 }
 
 fn check(job: &WindowJob) -> Result<()> {
     // Building validates the window parameters; do it once here so that workers never fail on them.
-    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None };
+    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None, late_lines: None };
     let result = std::cell::RefCell::new(Ok(()));
     plan("window", 1, |env| *result.borrow_mut() = build(env, job, &outputs));
     result.into_inner()
@@ -426,7 +546,7 @@ fn check(job: &WindowJob) -> Result<()> {
 /// The job's graph, without running it.
 pub fn plan_window(job: &WindowJob, parallelism: usize) -> Result<JobGraph> {
     check(job)?;
-    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None };
+    let outputs = Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None, late_lines: None };
     Ok(plan("window", parallelism, |env| {
         let _ = build(env, job, &outputs);
     }))
@@ -449,19 +569,54 @@ pub fn run_window_to_file(
         rows: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
     let rows = Arc::clone(&file.rows);
-    let outputs = Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new(), file: Some(file) });
+    let late_path = late_lines_path(path);
+    if let Some(checkpoint) = &config.checkpoint
+        && checkpoint.restore == crate::checkpoint::RestoreFrom::Nothing
+    {
+        // A fresh start: nothing of an earlier run's output survives.
+        for stale in [path.to_path_buf(), late_path.clone()] {
+            match std::fs::remove_file(&stale) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("cannot remove", stale, error));
+                }
+                _ => {}
+            }
+        }
+    }
+    let outputs = Arc::new(Outputs {
+        results: CollectSink::new(),
+        late: CollectSink::new(),
+        file: Some(file),
+        late_lines: config.checkpoint.is_some().then(|| late_path.clone()),
+    });
     let (for_workers, shared_job) = (Arc::clone(&outputs), job.clone());
     let report = execute(config, move |env| {
         build(env, &shared_job, &for_workers).expect("checked before the run");
     })?;
-    Ok((rows.load(std::sync::atomic::Ordering::Relaxed), late_lines(&job.input, &outputs.late)?, report))
+    let late_numbers = match &outputs.late_lines {
+        Some(late_path) => {
+            let text = std::fs::read_to_string(late_path).map_err(|e| Error::io("cannot read", late_path, e))?;
+            text.lines()
+                .map(|line| line.parse::<u64>().map_err(|e| Error::Runtime(format!("{}: {e}", late_path.display()))))
+                .collect::<Result<Vec<u64>>>()?
+        }
+        None => outputs.late.records().iter().map(|record| record.value.line).collect(),
+    };
+    Ok((rows.load(std::sync::atomic::Ordering::Relaxed), late_lines(&job.input, late_numbers)?, report))
+}
+
+/// With checkpoints, where `flowlab window --output <path>` commits the line numbers of late
+/// elements: `<path>.late-lines`.
+pub fn late_lines_path(output: &std::path::Path) -> PathBuf {
+    let mut name = output.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    name.push(".late-lines");
+    output.with_file_name(name)
 }
 
 /// The input lines, verbatim, of the elements too late for every window, in input order: the
 /// file is read once more for exactly those line numbers.
-fn late_lines(input: &std::path::Path, late: &CollectSink<Element>) -> Result<Vec<String>> {
+fn late_lines(input: &std::path::Path, mut wanted: Vec<u64>) -> Result<Vec<String>> {
     use std::io::BufRead;
-    let mut wanted: Vec<u64> = late.records().iter().map(|record| record.value.line).collect();
     wanted.sort_unstable();
     if wanted.is_empty() {
         return Ok(Vec::new());
@@ -486,7 +641,8 @@ fn late_lines(input: &std::path::Path, late: &CollectSink<Element>) -> Result<Ve
 /// Runs the job: results sorted by `(window_end, key, window_start)`, late lines in input order.
 pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> {
     check(job)?;
-    let outputs = Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None });
+    let outputs =
+        Arc::new(Outputs { results: CollectSink::new(), late: CollectSink::new(), file: None, late_lines: None });
     let (for_workers, shared_job) = (Arc::clone(&outputs), job.clone());
     let report = execute(config, move |env| {
         build(env, &shared_job, &for_workers).expect("checked before the run");
@@ -508,5 +664,6 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
             (a.value.last_ms, &a.key, a.value.first_ms).cmp(&(b.value.last_ms, &b.key, b.value.first_ms))
         });
     }
-    Ok(WindowOutcome { results, late_lines: late_lines(&job.input, &outputs.late)?, report })
+    let late_numbers = outputs.late.records().iter().map(|record| record.value.line).collect();
+    Ok(WindowOutcome { results, late_lines: late_lines(&job.input, late_numbers)?, report })
 }

@@ -1,5 +1,6 @@
 //! The timely side of keyed operators: one generic operator that runs any [`KeyedEngine`].
 
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -7,10 +8,14 @@ use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::Antichain;
 
 use crate::api::{Data, Key, OperatorKind, Partitioning, Stream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::OperatorMetrics;
+use crate::runtime::align::Aligner;
+use crate::state::key_group_range;
+use crate::state::snapshot::SnapshotError;
 use crate::time::{Record, Time, frontier_watermark};
 
 /// Where a keyed operator's results and late elements go.
@@ -43,6 +48,11 @@ pub trait KeyedEngine<K, D>: 'static {
     fn next_processing_timer(&self) -> Option<i64>;
     /// The operator's watermark.
     fn watermark_ms(&self) -> i64;
+    /// Snapshots the operator's state (by key group, see [`crate::state`]) for a checkpoint.
+    fn snapshot(&self, max_parallelism: u32) -> Vec<u8>;
+    /// Restores the key groups in `key_groups` from the snapshots of every old instance
+    /// (restoring on another parallelism works); on error the operator is unchanged.
+    fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: Range<u32>) -> Result<(), SnapshotError>;
 }
 
 /// What a keyed operator produces: its results and the elements it found too late.
@@ -95,6 +105,16 @@ where
     let late_node = env.add_node("late elements", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))]);
     let metrics = env.metrics(node, name);
     let context = env.context().clone();
+    let mut aligner = Aligner::new(&context, node.index());
+    if let Some(coordinator) = &context.checkpoints {
+        let parts = coordinator.restored_parts(node.index());
+        if coordinator.restored().is_some() {
+            let key_groups = key_group_range(context.index, context.max_parallelism, context.peers);
+            if let Err(error) = core.restore(&parts, key_groups) {
+                context.failure.fail(Error::Runtime(format!("cannot restore operator {name:?}: {error}")));
+            }
+        }
+    }
     let mut builder = OperatorBuilder::new(name.to_string(), env.scope());
     let activator = env.scope().activator_for(builder.operator_info().address);
     let mut input_handle = builder.new_input(input.stream.clone(), pact);
@@ -108,39 +128,83 @@ where
         let mut results_capabilities = CapabilitySet::from_elem(capabilities.pop().expect("two outputs"));
         let mut results: Vec<Record<E::Output>> = Vec::new();
         let mut late: Vec<Record<D>> = Vec::new();
+        let mut finished = false;
+        // Downgrades both capability sets to `hold` and emits what is pending at the open epoch's
+        // capability; with an empty `hold` (the instance is done) it emits first, then lets go.
+        macro_rules! flush {
+            ($hold:expr) => {{
+                let hold: Antichain<Time> = $hold;
+                if !hold.is_empty() {
+                    results_capabilities.downgrade(hold.iter());
+                    late_capabilities.downgrade(hold.iter());
+                }
+                if !results.is_empty() {
+                    OperatorMetrics::add(&metrics.records_out, results.len());
+                    let capability = aligner.emitting(&results_capabilities);
+                    results_output.activate().session(capability).give_iterator(results.drain(..));
+                }
+                if !late.is_empty() {
+                    OperatorMetrics::add(&metrics.records_late, late.len());
+                    let capability = aligner.emitting(&late_capabilities);
+                    late_output.activate().session(capability).give_iterator(late.drain(..));
+                }
+                if hold.is_empty() {
+                    results_capabilities.downgrade(Vec::<Time>::new());
+                    late_capabilities.downgrade(Vec::<Time>::new());
+                }
+            }};
+        }
         move |frontiers| {
-            let frontier = frontiers[0].frontier();
+            let input_frontier = frontiers[0].frontier();
+            let frontier = aligner.frontier(input_frontier, finished);
+            let frontier = frontier.borrow();
             let now_ms = context.clock.now_ms();
-            let mut emit = Emit { results: &mut results, late: &mut late };
-            input_handle.for_each(|_time, data: &mut Vec<Record<D>>| {
-                OperatorMetrics::add(&metrics.records_in, data.len());
+            let apply = |core: &mut E, data: &mut Vec<Record<D>>, emit: &mut Emit<'_, D, E::Output>| {
                 for record in data.drain(..) {
                     if context.failure.is_failed() {
                         continue;
                     }
                     let key = key(&record.value);
-                    if let Err(error) = core.on_element(key, record, now_ms, &mut emit) {
+                    if let Err(error) = core.on_element(key, record, now_ms, emit) {
                         context.failure.fail(error);
                     }
                 }
+            };
+            input_handle.for_each(|capability, data: &mut Vec<Record<D>>| {
+                OperatorMetrics::add(&metrics.records_in, data.len());
+                if !aligner.hold(capability.stamp().iter(), data, now_ms) {
+                    apply(&mut core, data, &mut Emit { results: &mut results, late: &mut late });
+                }
             });
-            core.advance_watermark(frontier_watermark(frontier), now_ms, &mut emit);
-            core.advance_processing_time(now_ms, &mut emit);
+            loop {
+                // Fire what the watermark allows. Buffered records of the next epoch hold it back:
+                // they are not applied yet, and a window must not fire before they are.
+                let hold = aligner.hold_frontier(frontier);
+                let mut emit = Emit { results: &mut results, late: &mut late };
+                core.advance_watermark(frontier_watermark(hold.borrow()), now_ms, &mut emit);
+                core.advance_processing_time(now_ms, &mut emit);
+                flush!(hold);
+                // The barrier: once the input has passed the open epoch, every record of it has
+                // been applied; snapshot, open the next epoch, and apply what waited for it.
+                if !aligner.epoch_passed(frontier) {
+                    break;
+                }
+                aligner.snapshot(|| core.snapshot(context.max_parallelism));
+                let mut released = aligner.release();
+                apply(&mut core, &mut released, &mut Emit { results: &mut results, late: &mut late });
+            }
+            if input_frontier.is_empty() && !finished {
+                // Every triggered epoch is closed: fire the rest, leave the last part, let go.
+                finished = true;
+                let mut emit = Emit { results: &mut results, late: &mut late };
+                core.advance_watermark(crate::time::WATERMARK_MAX, now_ms, &mut emit);
+                flush!(Antichain::<Time>::new());
+                aligner.finish(|| core.snapshot(context.max_parallelism));
+            }
             metrics.set_watermark(core.watermark_ms());
-
-            if !results.is_empty() {
-                OperatorMetrics::add(&metrics.records_out, results.len());
-                results_output.activate().session(&results_capabilities).give_iterator(results.drain(..));
-            }
-            if !late.is_empty() {
-                OperatorMetrics::add(&metrics.records_late, late.len());
-                late_output.activate().session(&late_capabilities).give_iterator(late.drain(..));
-            }
-            results_capabilities.downgrade(frontier.iter());
-            late_capabilities.downgrade(frontier.iter());
             // Processing-time windows still open at the end of input are dropped, as in Flink's
             // streaming mode; until then, wake up for the next processing-time timer.
-            if !frontier.is_empty()
+            if !input_frontier.is_empty()
                 && let Some(next_ms) = core.next_processing_timer()
             {
                 let delay_ms = (next_ms + 1 - context.clock.now_ms()).max(0) as u64;

@@ -10,13 +10,14 @@
 //! simulator (`flowlab-sim`, see [`execute_simulated`]). Timely's multi-process cluster mode is a
 //! further substrate. They all call [`build_job`], so the operator code is the same.
 
+mod align;
 mod keyed;
 mod simulated;
 mod sink;
 
 pub use keyed::{Emit, KeyedEngine, KeyedOutput, keyed_operator};
 pub use simulated::{NetworkConfig, SimConfig, SimReport, SimulatedClock, execute_simulated};
-pub(crate) use sink::sink_operator;
+pub(crate) use sink::{sink_operator, two_phase_sink_operator};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,9 @@ use std::sync::{Arc, Mutex};
 use timely::worker::Worker;
 
 use crate::api::{Env, JobGraph};
+use crate::checkpoint::{
+    CheckpointConfig, CheckpointRecord, Coordinator, RestartDecision, RestartStrategy, RestartTracker, RestoreFrom,
+};
 use crate::error::{Error, Result};
 use crate::metrics::MetricsRegistry;
 use crate::state::MAX_PARALLELISM_DEFAULT;
@@ -74,6 +78,10 @@ pub struct WorkerContext {
     pub max_parallelism: u32,
     /// In simulation with network faults: the simulated network keyed exchanges go through.
     pub network: Option<flowlab_sim::Network>,
+    /// With checkpointing: the job's checkpoint coordinator, shared by every worker.
+    pub checkpoints: Option<Arc<Coordinator>>,
+    /// The most records a source reads per activation.
+    pub source_batch_max: usize,
 }
 
 /// Who runs the workers.
@@ -110,6 +118,16 @@ pub struct JobConfig {
     pub metrics: MetricsRegistry,
     /// In simulation: how the simulated network delays keyed exchanges (default: no delay).
     pub network: NetworkConfig,
+    /// Checkpointing; `None` (the default): no checkpoints, and a failure fails the job.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// What to do when a checkpointing job fails (on threads) or crashes (in simulation).
+    /// Default: [`RestartStrategy::None`], so a failing job reports its error at once; Flink's
+    /// default with checkpoints is exponential-delay ([`RestartStrategy::default`]).
+    pub restart: RestartStrategy,
+    /// The most records a source reads per activation (default
+    /// [`SOURCE_BATCH_RECORDS`](crate::time::source::SOURCE_BATCH_RECORDS)). Results never depend
+    /// on it; small batches let the simulator interleave checkpoints and crashes between them.
+    pub source_batch_max: usize,
 }
 
 impl JobConfig {
@@ -122,12 +140,22 @@ impl JobConfig {
             max_parallelism: MAX_PARALLELISM_DEFAULT,
             metrics: MetricsRegistry::default(),
             network: NetworkConfig::default(),
+            checkpoint: None,
+            restart: RestartStrategy::None,
+            source_batch_max: crate::time::source::SOURCE_BATCH_RECORDS,
         }
     }
 
     /// Runs `name` on `workers` simulated workers with seed `seed` (see [`Substrate::Simulated`]).
     pub fn simulated(name: &str, workers: usize, seed: u64) -> Self {
         JobConfig { substrate: Substrate::Simulated { workers, seed }, ..Self::threads(name, workers) }
+    }
+
+    /// Checkpoints as `checkpoint` says, and restarts from checkpoints as `restart` says.
+    pub fn with_checkpoints(mut self, checkpoint: CheckpointConfig, restart: RestartStrategy) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self.restart = restart;
+        self
     }
 
     /// Uses `clock` for processing time.
@@ -171,6 +199,67 @@ pub struct JobReport {
     pub metrics: MetricsRegistry,
     /// On the simulated substrate: seed, steps, trace hash. `None` on threads.
     pub simulation: Option<SimReport>,
+    /// Every checkpoint of every attempt, in order (empty without checkpointing).
+    pub checkpoints: Vec<CheckpointRecord>,
+    /// Restarts after failures or crashes.
+    pub restarts: u32,
+    /// What the runtime wants people to know: checkpoints restored, damaged ones refused,
+    /// failures and restarts.
+    pub notes: Vec<String>,
+}
+
+/// The checkpoint side of one run: a coordinator per attempt (or incarnation), and what earlier
+/// attempts left in their history.
+#[derive(Default)]
+pub(crate) struct Recovery {
+    history: Vec<CheckpointRecord>,
+    notes: Vec<String>,
+    /// The id of the first checkpoint the first attempt would take: restarts never restore an
+    /// older one (it belongs to an earlier run).
+    first_id: Option<u64>,
+}
+
+impl Recovery {
+    /// A coordinator for attempt `attempt` (0: the first) of `config`'s job: the first restores
+    /// what the configuration says, later ones the newest complete checkpoint.
+    pub(crate) fn coordinator(
+        &mut self,
+        config: &JobConfig,
+        attempt: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<Arc<Coordinator>>> {
+        let Some(checkpoint) = &config.checkpoint else {
+            return Ok(None);
+        };
+        let mut checkpoint = checkpoint.clone();
+        if attempt > 0 {
+            checkpoint.restore = match (checkpoint.restore, self.first_id) {
+                (RestoreFrom::Nothing, Some(first)) => RestoreFrom::LatestSince(first),
+                _ => RestoreFrom::Latest,
+            };
+        }
+        let coordinator =
+            Coordinator::new(checkpoint, &config.name, config.parallelism(), config.max_parallelism, clock)?;
+        self.first_id.get_or_insert(coordinator.start_epoch());
+        Ok(Some(coordinator))
+    }
+
+    /// Keeps what `coordinator` recorded before it is dropped.
+    pub(crate) fn retire(&mut self, coordinator: Option<Arc<Coordinator>>) {
+        if let Some(coordinator) = coordinator {
+            self.history.extend(coordinator.history());
+            self.notes.extend(coordinator.notes());
+        }
+    }
+
+    /// Adds a note.
+    pub(crate) fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    pub(crate) fn into_parts(self) -> (Vec<CheckpointRecord>, Vec<String>) {
+        (self.history, self.notes)
+    }
 }
 
 /// Builds `job` into `worker` as one dataflow; every substrate calls this.
@@ -200,9 +289,61 @@ where
             return execute_simulated(config, sim, job);
         }
     };
+    let job = Arc::new(job);
+    let mut recovery = Recovery::default();
+    let mut tracker = RestartTracker::new(config.restart.clone(), 0);
+    let mut attempt = 0u64;
+    loop {
+        let coordinator = recovery.coordinator(config, attempt, Arc::clone(&config.clock))?;
+        let outcome = execute_threads(config, workers, coordinator.clone(), Arc::clone(&job));
+        recovery.retire(coordinator);
+        match outcome {
+            Ok(graph) => {
+                let (checkpoints, notes) = recovery.into_parts();
+                let restarts = tracker.restarts();
+                return Ok(JobReport {
+                    graph,
+                    metrics: config.metrics.clone(),
+                    simulation: None,
+                    checkpoints,
+                    restarts,
+                    notes,
+                });
+            }
+            Err(error) if config.checkpoint.is_some() => match tracker.on_failure(config.clock.now_ms()) {
+                RestartDecision::RestartAfterMs(delay_ms) => {
+                    recovery.note(format!("attempt {attempt} failed ({error}); restarting in {delay_ms} ms"));
+                    std::thread::sleep(std::time::Duration::from_millis(delay_ms.max(0) as u64));
+                    attempt += 1;
+                }
+                RestartDecision::GiveUp => {
+                    return Err(Error::Runtime(format!(
+                        "{error} (restart strategy {} gave up after {} restarts)",
+                        config.restart,
+                        tracker.restarts()
+                    )));
+                }
+            },
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// One attempt on threads: builds the job on every worker and steps it to the end or the first
+/// failure.
+fn execute_threads<F>(
+    config: &JobConfig,
+    workers: usize,
+    coordinator: Option<Arc<Coordinator>>,
+    job: Arc<F>,
+) -> Result<JobGraph>
+where
+    F: Fn(&Env<'_>) + Send + Sync + 'static,
+{
     let metrics = config.metrics.clone();
     let failure = JobFailure::default();
     let (name, clock, max_parallelism) = (config.name.clone(), Arc::clone(&config.clock), config.max_parallelism);
+    let source_batch_max = config.source_batch_max.max(1);
     let worker_metrics = metrics.clone();
     let worker_failure = failure.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -214,10 +355,15 @@ where
             failure: worker_failure.clone(),
             max_parallelism,
             network: None,
+            checkpoints: coordinator.clone(),
+            source_batch_max,
         };
         let index = worker.index();
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let graph = build_job(worker, &name, context, &job);
+            let graph = build_job(worker, &name, context, &*job);
+            if let Some(coordinator) = &coordinator {
+                coordinator.worker_built();
+            }
             // Every worker watches the failure flag, so that one worker's failure (or panic) ends
             // the job instead of leaving the others waiting for its progress forever.
             while worker.has_dataflows() && !worker_failure.is_failed() {
@@ -255,8 +401,7 @@ where
     if let Some(error) = failure.take() {
         return Err(error);
     }
-    let graph = graphs.into_iter().next().flatten().expect("worker 0 finished without failing");
-    Ok(JobReport { graph, metrics, simulation: None })
+    Ok(graphs.into_iter().next().flatten().expect("worker 0 finished without failing"))
 }
 
 /// Builds `job` for `parallelism` workers without running it, and returns its graph: what
@@ -276,6 +421,8 @@ where
         failure: JobFailure::default(),
         max_parallelism: MAX_PARALLELISM_DEFAULT,
         network: None,
+        checkpoints: None,
+        source_batch_max: crate::time::source::SOURCE_BATCH_RECORDS,
     };
     let mut graph = build_job(&mut worker, name, context, &job);
     graph.parallelism = parallelism;

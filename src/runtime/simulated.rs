@@ -5,13 +5,14 @@
 //! which clock they read, changes. A job failure (a bad input line, a panicking operator) ends the
 //! run as it does on threads: the failure flag halts the simulation after the step that set it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use flowlab_sim::{AfterCrash, SimError, Simulation, VirtualClock};
 pub use flowlab_sim::{NetworkConfig, SimConfig, SimReport};
-use flowlab_sim::{SimError, Simulation, VirtualClock};
 
-use super::{JobConfig, JobFailure, JobReport, Substrate, WorkerContext, build_job};
+use super::{JobConfig, JobFailure, JobReport, Recovery, Substrate, WorkerContext, build_job};
 use crate::api::Env;
+use crate::checkpoint::{Coordinator, RestartDecision, RestartTracker};
 use crate::error::{Error, Result};
 use crate::time::Clock;
 
@@ -64,8 +65,37 @@ where
     let failure = JobFailure::default();
     let halt = failure.clone();
     let simulation = simulation.halt_when(move || halt.is_failed());
+    // A crash is followed by what the restart strategy says, in virtual time.
+    let tracker = Arc::new(Mutex::new(RestartTracker::new(config.restart.clone(), simulation.config().seed)));
+    let hook_tracker = Arc::clone(&tracker);
+    let simulation = simulation.on_crash(move |crash| {
+        match hook_tracker.lock().expect("restart tracker poisoned").on_failure(crash.now_ms) {
+            RestartDecision::RestartAfterMs(after_ms) => AfterCrash::Restart { after_ms },
+            RestartDecision::GiveUp => AfterCrash::Stop,
+        }
+    });
+    let incarnation = simulation.incarnation();
+    let recovery = Mutex::new(Recovery::default());
+    // The coordinator of the running incarnation: volatile, so a crash loses it.
+    let current: Mutex<Option<(u64, Option<Arc<Coordinator>>)>> = Mutex::new(None);
     let (name, metrics, max_parallelism) = (config.name.as_str(), &config.metrics, config.max_parallelism);
     let outcome = simulation.run(|worker| {
+        let coordinator = {
+            let mut current = current.lock().expect("coordinator slot poisoned");
+            let attempt = incarnation.get();
+            if current.as_ref().is_none_or(|(of, _)| *of != attempt) {
+                let mut recovery = recovery.lock().expect("recovery poisoned");
+                if let Some((_, old)) = current.take() {
+                    recovery.retire(old);
+                }
+                let coordinator = recovery.coordinator(config, attempt, Arc::clone(&clock)).unwrap_or_else(|error| {
+                    failure.fail(error);
+                    None
+                });
+                *current = Some((attempt, coordinator));
+            }
+            current.as_ref().and_then(|(_, coordinator)| coordinator.clone())
+        };
         let context = WorkerContext {
             index: worker.index(),
             peers: worker.peers(),
@@ -74,9 +104,19 @@ where
             failure: failure.clone(),
             max_parallelism,
             network: network.clone(),
+            checkpoints: coordinator.clone(),
+            source_batch_max: config.source_batch_max.max(1),
         };
-        build_job(worker, name, context, &job)
+        let graph = build_job(worker, name, context, &job);
+        if let Some(coordinator) = coordinator {
+            coordinator.worker_built();
+        }
+        graph
     });
+    let mut recovery = recovery.into_inner().expect("recovery poisoned");
+    if let Some((_, coordinator)) = current.into_inner().expect("coordinator slot poisoned") {
+        recovery.retire(coordinator);
+    }
     if let Some(error) = failure.take() {
         return Err(error);
     }
@@ -87,6 +127,21 @@ where
         }
         other => Error::Runtime(other.to_string()),
     })?;
+    let restarts = tracker.lock().expect("restart tracker poisoned").restarts();
+    if outcome.report.gave_up {
+        return Err(Error::Runtime(format!(
+            "seed {}: restart strategy {} gave up after {} crashes",
+            outcome.report.seed, config.restart, outcome.report.crashes
+        )));
+    }
+    let (checkpoints, notes) = recovery.into_parts();
     let graph = outcome.results.into_iter().next().expect("at least one worker");
-    Ok(JobReport { graph, metrics: config.metrics.clone(), simulation: Some(outcome.report) })
+    Ok(JobReport {
+        graph,
+        metrics: config.metrics.clone(),
+        simulation: Some(outcome.report),
+        checkpoints,
+        restarts,
+        notes,
+    })
 }

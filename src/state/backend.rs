@@ -283,6 +283,11 @@ where
         }
     }
 
+    /// The number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
     /// Scopes every access to `key`, in the global namespace.
     pub fn set_current_key(&mut self, key: K) {
         self.current_key = Some(key);

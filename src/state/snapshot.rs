@@ -33,6 +33,12 @@ pub enum SnapshotKind {
     OperatorState = 2,
     /// Broadcast state.
     BroadcastState = 3,
+    /// A checkpoint's metadata: its id and the parts it consists of.
+    CheckpointMetadata = 4,
+    /// A source instance's position and watermark generator state.
+    SourceState = 5,
+    /// A two-phase-commit sink's pending transactions.
+    SinkState = 6,
 }
 
 /// Why a snapshot was refused.

@@ -143,6 +143,16 @@ pub trait WatermarkGenerator: Send {
     fn on_event(&mut self, time_ms: i64);
     /// The watermark after every record observed so far.
     fn current_watermark(&self) -> i64;
+    /// The generator's state, for a checkpoint: restoring it (with [`restore`](Self::restore))
+    /// and replaying the records after the checkpoint must give the same watermarks as a run
+    /// without the interruption. The default, for stateless generators, is empty.
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Restores what [`snapshot`](Self::snapshot) returned, or says why it cannot.
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() { Ok(()) } else { Err("this watermark generator keeps no state".to_string()) }
+    }
 }
 
 /// Flink's `forBoundedOutOfOrderness(delay)`: `max_ts_seen - delay - 1`, starting at the minimum.
@@ -170,6 +180,19 @@ impl WatermarkGenerator for BoundedOutOfOrderness {
             None => WATERMARK_MIN,
             Some(max) => max.saturating_sub(self.delay_ms).saturating_sub(1),
         }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.max_time_ms.map(|max| max.to_le_bytes().to_vec()).unwrap_or_default()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.max_time_ms = match state.len() {
+            0 => None,
+            8 => Some(i64::from_le_bytes(state.try_into().expect("eight bytes"))),
+            n => return Err(format!("bounded-out-of-orderness state is 8 bytes, not {n}")),
+        };
+        Ok(())
     }
 }
 

@@ -1,7 +1,8 @@
 //! The source operator: reads records, stamps each with its watermark, and holds its capability at
 //! the watermark.
 //!
-//! Per activation the operator reads one batch (at most [`SOURCE_BATCH_RECORDS`]). Every record is
+//! Per activation the operator reads one batch (at most `source_batch_max` records, by default
+//! [`SOURCE_BATCH_RECORDS`]). Every record is
 //! stamped with the watermark *before* it, then shown to the generator; the batch is emitted at the
 //! capability the source held when the batch began (its event coordinate is the stamp of the
 //! batch's first record plus one, never later than any record's stamp plus one), and afterwards the
@@ -14,9 +15,18 @@
 //! travel at that capability while carrying their true stamps; operators judge them by the larger
 //! of their stamp and their own watermark, which is Flink's rule that a resumed input does not pull
 //! an already advanced watermark back.
+//!
+//! Checkpoints (see [`crate::checkpoint`]): the capability's outer coordinate is the epoch. When
+//! the coordinator has triggered checkpoint `e`, the source writes its part — reader offset,
+//! watermark, generator state — and moves its capability from epoch `e` to `e + 1`: that move is
+//! the barrier. Every record read before it travels in epoch `e` or earlier, every record after it
+//! in a later epoch. A restored source reopens its reader at the offset and restores its
+//! generator, so replayed records get the same watermark stamps as in a run without the crash.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use timely::dataflow::Scope;
 use timely::dataflow::StreamVec;
@@ -25,10 +35,12 @@ use timely::order::Product;
 
 use super::{Record, Time, WATERMARK_MAX, WatermarkStrategy, event_coordinate};
 use crate::api::Data;
+use crate::checkpoint::{AlignmentStats, part_name};
 use crate::connectors::{ReadStatus, Source, SourceReader};
 use crate::error::Error;
 use crate::metrics::OperatorMetrics;
 use crate::runtime::WorkerContext;
+use crate::state::snapshot::{SnapshotKind, decode, encode};
 
 /// Records a source reads per activation before it lets other operators run.
 pub const SOURCE_BATCH_RECORDS: usize = 1024;
@@ -36,9 +48,23 @@ pub const SOURCE_BATCH_RECORDS: usize = 1024;
 /// How long a source with nothing to read waits before it looks again.
 const SOURCE_POLL_INTERVAL_MS: u64 = 5;
 
-/// Builds the source operator of one worker.
+/// A source instance's part of a checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SourcePosition {
+    /// Where the reader reopens.
+    offset: u64,
+    /// The watermark the next record is stamped with.
+    watermark_ms: i64,
+    /// The watermark generator's state.
+    generator: Vec<u8>,
+    /// Whether the reader had finished.
+    finished: bool,
+}
+
+/// Builds the source operator of one worker; `node` is its node in the job graph.
 pub(crate) fn watermarked_source<'scope, D: Data>(
     scope: Scope<'scope, Time>,
+    node: usize,
     name: &str,
     source: Arc<dyn Source<D>>,
     strategy: WatermarkStrategy,
@@ -46,26 +72,93 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
     metrics: Arc<OperatorMetrics>,
 ) -> StreamVec<'scope, Time, Record<D>> {
     let name = name.to_string();
+    let part = part_name(node, context.index);
+    let checkpoints = context.checkpoints.clone();
+    let mut restored = SourcePosition { watermark_ms: super::WATERMARK_MIN, ..SourcePosition::default() };
+    let mut restore_error = None;
+    if let Some(coordinator) = &checkpoints {
+        coordinator.register(&part);
+        if let Some(bytes) = coordinator.restored_source_part(node, context.index) {
+            match decode::<SourcePosition>(SnapshotKind::SourceState, &bytes) {
+                Ok(position) => restored = position,
+                Err(error) => restore_error = Some(format!("source {name:?}: {error}")),
+            }
+        } else if coordinator.restored().is_some() && context.index > 0 && !source.is_single_stream() {
+            restore_error = Some(format!(
+                "source {name:?} has no part for instance {} in the checkpoint: a split source cannot change its parallelism",
+                context.index
+            ));
+        }
+    }
     timely_source(scope, &name.clone(), move |capability, info| {
         let activator = scope.activator_for(info.address);
+        let mut epoch = checkpoints.as_ref().map_or(0, |coordinator| coordinator.start_epoch());
         let mut capability = Some(capability);
+        if let Some(held) = capability.as_mut() {
+            held.downgrade(&Product::new(epoch, event_coordinate(restored.watermark_ms)));
+        }
         let mut reader: Option<Box<dyn SourceReader<D>>> = None;
         let mut generator = strategy.generator();
         let mut watermark_ms = generator.current_watermark();
-        let mut batch: Vec<(i64, D)> = Vec::with_capacity(SOURCE_BATCH_RECORDS);
+        if checkpoints.as_ref().is_some_and(|coordinator| coordinator.restored().is_some()) {
+            if let Err(reason) = generator.restore(&restored.generator) {
+                restore_error
+                    .get_or_insert(format!("source {name:?}: cannot restore its watermark generator: {reason}"));
+            }
+            watermark_ms = restored.watermark_ms;
+        }
+        let mut batch: Vec<(i64, D)> = Vec::with_capacity(context.source_batch_max);
         let mut last_record_at_ms = context.clock.now_ms();
         let mut idle = false;
+        let mut finished_part: Option<Vec<u8>> = None;
 
         move |output| {
             let Some(held) = capability.as_mut() else {
                 return;
             };
+            if let Some(reason) = restore_error.take() {
+                context.failure.fail(Error::Runtime(reason));
+            }
             if context.failure.is_failed() {
                 capability = None;
                 return;
             }
+            if let Some(coordinator) = &checkpoints {
+                // The barrier: every checkpoint triggered since the last activation closes the
+                // current epoch at this point of the input.
+                let triggered = coordinator.poll();
+                while epoch <= triggered {
+                    let offset = reader.as_ref().map_or(restored.offset, |reader| reader.offset());
+                    let position =
+                        SourcePosition { offset, watermark_ms, generator: generator.snapshot(), finished: false };
+                    coordinator.acknowledge(
+                        epoch,
+                        &part,
+                        &encode(SnapshotKind::SourceState, &position),
+                        AlignmentStats::default(),
+                    );
+                    epoch += 1;
+                    held.downgrade(&Product::new(epoch, held.time().inner));
+                }
+                if restored.finished {
+                    finished_part = Some(encode(SnapshotKind::SourceState, &restored));
+                }
+            }
+            if let Some(part_bytes) = finished_part.take() {
+                if let Some(coordinator) = &checkpoints {
+                    coordinator.finish(&part, &part_bytes);
+                }
+                metrics.set_watermark(WATERMARK_MAX);
+                capability = None;
+                return;
+            }
             if reader.is_none() {
-                match source.open(context.index, context.peers) {
+                let opened = if restored.offset > 0 {
+                    source.reopen(context.index, context.peers, restored.offset)
+                } else {
+                    source.open(context.index, context.peers)
+                };
+                match opened {
                     Ok(opened) => reader = Some(opened),
                     Err(error) => {
                         context.failure.fail(error);
@@ -76,7 +169,7 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
             }
             let reader = reader.as_mut().expect("opened above");
             batch.clear();
-            let status = match reader.read(&mut batch, SOURCE_BATCH_RECORDS) {
+            let status = match reader.read(&mut batch, context.source_batch_max) {
                 Ok(status) => status,
                 Err(error) => {
                     context.failure.fail(error);
@@ -117,6 +210,15 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
             match status {
                 ReadStatus::Finished => {
                     // Dropping the capability is the final watermark: every pending time window fires.
+                    if let Some(coordinator) = &checkpoints {
+                        let position = SourcePosition {
+                            offset: reader.offset(),
+                            watermark_ms,
+                            generator: generator.snapshot(),
+                            finished: true,
+                        };
+                        coordinator.finish(&part, &encode(SnapshotKind::SourceState, &position));
+                    }
                     metrics.set_watermark(WATERMARK_MAX);
                     capability = None;
                     return;

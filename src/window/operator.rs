@@ -600,6 +600,14 @@ where
 impl<K: crate::api::Key, D: 'static, L: WindowLogic<K, D>> KeyedEngine<K, D> for WindowCore<K, D, L> {
     type Output = WindowResult<K, L::Output>;
 
+    fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
+        WindowCore::snapshot(self, max_parallelism)
+    }
+
+    fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: std::ops::Range<u32>) -> Result<(), SnapshotError> {
+        WindowCore::restore(self, snapshots, key_groups)
+    }
+
     fn on_element(
         &mut self,
         key: K,

@@ -383,6 +383,14 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
 {
     type Output = WindowResult<K, A::Output>;
 
+    fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
+        SlicedCore::snapshot(self, max_parallelism)
+    }
+
+    fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: std::ops::Range<u32>) -> Result<(), SnapshotError> {
+        SlicedCore::restore(self, snapshots, key_groups)
+    }
+
     fn on_element(
         &mut self,
         key: K,

@@ -1,0 +1,157 @@
+//! The exactly-once check: a job with checkpoints, run by the simulator with crashes at any step,
+//! network delays and disordered input, commits exactly the output of the same job run on threads
+//! without faults — nothing lost, nothing twice — and every seed replays bit for bit.
+
+use std::sync::Arc;
+
+use flowlab::api::Env;
+use flowlab::checkpoint::{CheckpointConfig, CheckpointStatus, MemoryStore, PlantedBugs, RestartStrategy};
+use flowlab::connectors::{Event, GeneratorConfig, GeneratorSource, TransactionalCollectSink};
+use flowlab::runtime::{JobConfig, JobReport, NetworkConfig, SimConfig, execute, execute_simulated};
+use flowlab::time::{Record, WatermarkStrategy};
+use flowlab::window::{AggregateFunction, SessionWindows, TimeDomain, TumblingWindows, WindowResult};
+
+/// Count and sum of a window's values.
+struct CountSum;
+
+impl AggregateFunction<(String, i64)> for CountSum {
+    type Accumulator = (i64, i64);
+    type Output = (i64, i64);
+
+    fn create_accumulator(&self) -> (i64, i64) {
+        (0, 0)
+    }
+
+    fn add(&self, accumulator: &mut (i64, i64), value: &(String, i64)) {
+        accumulator.0 += 1;
+        accumulator.1 += value.1;
+    }
+
+    fn merge(&self, accumulator: &mut (i64, i64), other: (i64, i64)) {
+        accumulator.0 += other.0;
+        accumulator.1 += other.1;
+    }
+
+    fn result(&self, accumulator: &(i64, i64)) -> (i64, i64) {
+        *accumulator
+    }
+}
+
+/// The committed output of one run, as sorted `(event time, value)` pairs: what must not depend
+/// on faults. (A record's watermark stamp says when it was emitted, which batching changes.)
+#[derive(Clone, Debug, PartialEq)]
+struct Committed {
+    tumbling: Vec<(i64, WindowResult<String, (i64, i64)>)>,
+    sessions: Vec<(i64, WindowResult<String, (String, i64)>)>,
+    late: Vec<(i64, (String, i64))>,
+}
+
+fn timed<D: Ord>(records: Vec<Record<D>>) -> Vec<(i64, D)> {
+    let mut timed: Vec<(i64, D)> = records.into_iter().map(|record| (record.time_ms, record.value)).collect();
+    timed.sort();
+    timed
+}
+
+const EVENTS: u64 = 1_500;
+
+fn generator() -> GeneratorConfig {
+    GeneratorConfig {
+        keys: 6,
+        events: EVENTS,
+        events_per_second: 200,
+        disorder_ms: 400,
+        late_fraction: 0.05,
+        straggler_ms_max: 2_000,
+        seed: 11,
+        start_ms: 0,
+    }
+}
+
+/// generator → key_by → tumbling 1 s (count, sum) with its late elements, and 600 ms sessions;
+/// every output through an exactly-once sink.
+fn run(config: &JobConfig, sim: Option<SimConfig>) -> (Committed, JobReport) {
+    let tumbling = TransactionalCollectSink::new();
+    let sessions = TransactionalCollectSink::new();
+    let late = TransactionalCollectSink::new();
+    let sinks = (tumbling.clone(), sessions.clone(), late.clone());
+    let job = move |env: &Env| {
+        let events = env
+            .source(GeneratorSource::new(generator()), WatermarkStrategy::bounded(400))
+            .map(|event: Event| (event.key, event.value));
+        let keyed = events.clone().key_by(|(key, _): &(String, i64)| key.clone());
+        let windows = keyed.window(TumblingWindows::event_time(1_000).expect("valid size")).aggregate(CountSum);
+        windows.results.sink_exactly_once(sinks.0.clone());
+        windows.late.sink_exactly_once(sinks.2.clone());
+        events
+            .key_by(|(key, _): &(String, i64)| key.clone())
+            .window(SessionWindows::with_gap(600, TimeDomain::EventTime).expect("valid gap"))
+            .reduce(|a, b| (a.0.clone(), a.1 + b.1))
+            .results
+            .sink_exactly_once(sinks.1.clone());
+    };
+    let report = match sim {
+        Some(sim) => execute_simulated(config, sim, job),
+        None => execute(config, job),
+    }
+    .expect("the job runs");
+    let committed = Committed {
+        tumbling: timed(tumbling.records()),
+        sessions: timed(sessions.records()),
+        late: timed(late.records()),
+    };
+    (committed, report)
+}
+
+/// The same job on threads, without checkpoints or faults.
+fn reference() -> Committed {
+    run(&JobConfig::threads("reference", 2), None).0
+}
+
+fn checkpointed(seed: u64, workers: usize, bugs: PlantedBugs) -> JobConfig {
+    let mut checkpoint = CheckpointConfig::new(Arc::new(MemoryStore::default()));
+    checkpoint.interval_ms = 40;
+    checkpoint.bugs = bugs;
+    let mut config = JobConfig::simulated("exactly-once", workers, seed)
+        .with_checkpoints(checkpoint, RestartStrategy::FixedDelay { attempts: 100, delay_ms: 10 });
+    // Small source batches: checkpoints and crashes fall between them.
+    config.source_batch_max = 16;
+    config
+}
+
+fn faults(seed: u64, workers: usize) -> SimConfig {
+    SimConfig {
+        workers,
+        seed,
+        crash_probability: 0.01,
+        crashes_max: 5,
+        network: NetworkConfig { delay_ms_max: 20, clog_probability: 0.02, ..NetworkConfig::default() },
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn crashes_delays_and_disorder_commit_exactly_the_fault_free_output() {
+    let expected = reference();
+    assert!(!expected.tumbling.is_empty() && !expected.sessions.is_empty() && !expected.late.is_empty());
+    let mut crashes = 0;
+    let mut completed = 0;
+    for seed in 0..40 {
+        let workers = 1 + (seed as usize % 3);
+        let config = || checkpointed(seed, workers, PlantedBugs::default());
+        let (committed, report) = run(&config(), Some(faults(seed, workers)));
+        let simulation = report.simulation.as_ref().expect("simulated");
+        assert_eq!(committed, expected, "seed {seed} ({workers} workers, {} crashes)", simulation.crashes);
+        let (again, replay) = run(&config(), Some(faults(seed, workers)));
+        assert_eq!(
+            replay.simulation.as_ref().expect("simulated").trace_hash(),
+            simulation.trace_hash(),
+            "seed {seed} does not replay"
+        );
+        assert_eq!(again, committed);
+        crashes += simulation.crashes;
+        completed += report.checkpoints.iter().filter(|c| c.status == CheckpointStatus::Completed).count();
+    }
+    eprintln!("40 seeds: {crashes} crashes, {completed} checkpoints completed");
+    assert!(crashes >= 40, "the seeds crashed only {crashes} times");
+    assert!(completed >= 40, "only {completed} checkpoints completed");
+}
