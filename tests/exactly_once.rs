@@ -7,6 +7,7 @@ use std::sync::Arc;
 use flowlab::api::Env;
 use flowlab::checkpoint::{CheckpointConfig, CheckpointStatus, MemoryStore, PlantedBugs, RestartStrategy};
 use flowlab::connectors::{Event, GeneratorConfig, GeneratorSource, TransactionalCollectSink};
+use flowlab::jobs::sim::Check;
 use flowlab::runtime::{JobConfig, JobReport, NetworkConfig, SimConfig, execute, execute_simulated};
 use flowlab::time::{Record, WatermarkStrategy};
 use flowlab::window::{AggregateFunction, SessionWindows, TimeDomain, TumblingWindows, WindowResult};
@@ -154,4 +155,52 @@ fn crashes_delays_and_disorder_commit_exactly_the_fault_free_output() {
     eprintln!("40 seeds: {crashes} crashes, {completed} checkpoints completed");
     assert!(crashes >= 40, "the seeds crashed only {crashes} times");
     assert!(completed >= 40, "only {completed} checkpoints completed");
+}
+
+/// How many seeds of the window-count check it takes to catch `bugs` (a run whose committed
+/// output differs from the fault-free one, or that fails), within `budget` seeds.
+fn seeds_to_catch(bugs: PlantedBugs, budget: u64) -> Option<u64> {
+    let mut check = Check::window_count(1_500, 6, 3);
+    check.bounds.crash_probability_max = 0.02;
+    let expected = check.expected().expect("the fault-free run").digest();
+    check.bugs = bugs;
+    (0..budget).find(|&seed| check.run(seed).map_or(true, |run| run.committed.digest() != expected)).map(|seed| seed + 1)
+}
+
+#[test]
+fn the_simulator_catches_every_planted_checkpoint_bug() {
+    let budget = 200;
+    let bugs = [
+        ("skip alignment buffering", PlantedBugs { skip_alignment: true, ..PlantedBugs::default() }),
+        ("commit before the checkpoint completes", PlantedBugs { commit_before_complete: true, ..PlantedBugs::default() }),
+        ("forget to re-commit pending transactions", PlantedBugs { skip_recommit_on_restore: true, ..PlantedBugs::default() }),
+        ("restore sources from the newest checkpoint", PlantedBugs { restore_sources_from_newest: true, ..PlantedBugs::default() }),
+    ];
+    for (name, bug) in bugs {
+        let seeds = seeds_to_catch(bug, budget);
+        eprintln!("{name}: caught after {seeds:?} seeds");
+        assert!(seeds.is_some(), "{name}: not caught in {budget} seeds");
+    }
+    assert_eq!(seeds_to_catch(PlantedBugs::default(), 30), None, "the correct engine fails a seed");
+}
+
+#[test]
+fn five_hundred_seeds_of_window_count_with_every_fault_are_exactly_once_and_replay() {
+    let mut check = Check::window_count(600, 5, 3);
+    check.bounds.crash_probability_max = 0.01;
+    let expected = check.expected().expect("the fault-free run");
+    let (mut crashes, mut completed, mut hashes) = (0, 0, std::collections::BTreeSet::new());
+    for seed in 0..500 {
+        let run = check.run(seed).unwrap_or_else(|error| panic!("seed {seed}: {error}"));
+        let replay = format!("replay: flowlab sim --seed {seed} --events 600 --keys 5 --workers 3 --crash-max 0.01");
+        assert_eq!(run.committed, expected, "seed {seed} committed another output; {replay}");
+        let again = check.run(seed).unwrap_or_else(|error| panic!("seed {seed}, second run: {error}"));
+        assert_eq!(again.simulation.trace_hash(), run.simulation.trace_hash(), "seed {seed} does not replay; {replay}");
+        crashes += run.simulation.crashes;
+        completed += run.checkpoints_completed();
+        hashes.insert(run.simulation.trace_hash());
+    }
+    eprintln!("500 seeds: {crashes} crashes, {completed} checkpoints completed, {} distinct traces", hashes.len());
+    assert!(crashes >= 300, "only {crashes} crashes in 500 seeds");
+    assert_eq!(hashes.len(), 500, "two seeds ran the same interleaving");
 }

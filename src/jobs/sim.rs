@@ -139,7 +139,7 @@ impl Check {
             checkpoint_interval_ms: 50,
             bugs: PlantedBugs::default(),
             keep_trace: false,
-            source_batch_max: 32,
+            source_batch_max: 16,
         }
     }
 
