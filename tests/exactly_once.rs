@@ -42,10 +42,13 @@ impl AggregateFunction<(String, i64)> for CountSum {
 /// on faults. (A record's watermark stamp says when it was emitted, which batching changes.)
 #[derive(Clone, Debug, PartialEq)]
 struct Committed {
-    tumbling: Vec<(i64, WindowResult<String, (i64, i64)>)>,
-    sessions: Vec<(i64, WindowResult<String, (String, i64)>)>,
+    tumbling: Vec<(i64, Tumbling)>,
+    sessions: Vec<(i64, Session)>,
     late: Vec<(i64, (String, i64))>,
 }
+
+type Tumbling = WindowResult<String, (i64, i64)>;
+type Session = WindowResult<String, (String, i64)>;
 
 fn timed<D: Ord>(records: Vec<Record<D>>) -> Vec<(i64, D)> {
     let mut timed: Vec<(i64, D)> = records.into_iter().map(|record| (record.time_ms, record.value)).collect();
@@ -164,7 +167,9 @@ fn seeds_to_catch(bugs: PlantedBugs, budget: u64) -> Option<u64> {
     check.bounds.crash_probability_max = 0.02;
     let expected = check.expected().expect("the fault-free run").digest();
     check.bugs = bugs;
-    (0..budget).find(|&seed| check.run(seed).map_or(true, |run| run.committed.digest() != expected)).map(|seed| seed + 1)
+    (0..budget)
+        .find(|&seed| check.run(seed).map_or(true, |run| run.committed.digest() != expected))
+        .map(|seed| seed + 1)
 }
 
 #[test]
@@ -172,9 +177,18 @@ fn the_simulator_catches_every_planted_checkpoint_bug() {
     let budget = 200;
     let bugs = [
         ("skip alignment buffering", PlantedBugs { skip_alignment: true, ..PlantedBugs::default() }),
-        ("commit before the checkpoint completes", PlantedBugs { commit_before_complete: true, ..PlantedBugs::default() }),
-        ("forget to re-commit pending transactions", PlantedBugs { skip_recommit_on_restore: true, ..PlantedBugs::default() }),
-        ("restore sources from the newest checkpoint", PlantedBugs { restore_sources_from_newest: true, ..PlantedBugs::default() }),
+        (
+            "commit before the checkpoint completes",
+            PlantedBugs { commit_before_complete: true, ..PlantedBugs::default() },
+        ),
+        (
+            "forget to re-commit pending transactions",
+            PlantedBugs { skip_recommit_on_restore: true, ..PlantedBugs::default() },
+        ),
+        (
+            "restore sources from the newest checkpoint",
+            PlantedBugs { restore_sources_from_newest: true, ..PlantedBugs::default() },
+        ),
     ];
     for (name, bug) in bugs {
         let seeds = seeds_to_catch(bug, budget);

@@ -62,14 +62,18 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
     }
 }
 
+/// A reduce function.
+type ReduceFn<D> = Box<dyn Fn(&D, &D) -> D>;
+
 /// The state of a rolling reduce: the reduction of every key so far.
 struct RollingReduce<K, D> {
-    reduce: Box<dyn Fn(&D, &D) -> D>,
+    reduce: ReduceFn<D>,
     state: BTreeMap<K, D>,
 }
 
 impl<K: Key, D: Data> KeyedEngine<K, D> for RollingReduce<K, D> {
     type Output = D;
+    const EMITS_LATE: bool = false;
 
     fn on_element(&mut self, key: K, record: Record<D>, _now_ms: i64, emit: &mut Emit<'_, D, D>) -> Result<()> {
         let reduced = match self.state.entry(key) {

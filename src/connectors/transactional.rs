@@ -84,12 +84,15 @@ pub(crate) struct SinkState {
     pub(crate) writer: Vec<u8>,
 }
 
+/// Committed records by `(instance, epoch)`: a transaction commits at most once.
+type CommittedByTransaction<D> = BTreeMap<(usize, u64), Vec<Record<D>>>;
+
 /// Collects committed records in memory: the exactly-once counterpart of
 /// [`CollectSink`](super::CollectSink), for tests and the simulator. Clones share the committed
 /// output, which therefore survives a simulated crash; uncommitted transactions do not.
 #[derive(Debug)]
 pub struct TransactionalCollectSink<D> {
-    committed: Arc<Mutex<BTreeMap<(usize, u64), Vec<Record<D>>>>>,
+    committed: Arc<Mutex<CommittedByTransaction<D>>>,
 }
 
 impl<D> Clone for TransactionalCollectSink<D> {

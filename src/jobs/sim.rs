@@ -190,7 +190,11 @@ impl Check {
     }
 }
 
-const SWARM_STREAM: u64 = 0x5357_4152_4d;
+/// The random stream each seed draws its fault mix from ("SWARM" in ASCII).
+const SWARM_STREAM: u64 = 0x0053_5741_524d;
+
+/// A window-count result: key, window, (count, sum).
+pub type CountSumResult = WindowResult<String, (u64, i64)>;
 
 /// What a job committed, as sorted `(event time, value)` pairs: window results and late
 /// elements. (A record's watermark stamp says when it was emitted, which batching changes; it is
@@ -198,7 +202,7 @@ const SWARM_STREAM: u64 = 0x5357_4152_4d;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// Window results (key, window, count and sum).
-    pub windows: Vec<(i64, WindowResult<String, (u64, i64)>)>,
+    pub windows: Vec<(i64, CountSumResult)>,
     /// Elements too late for every window.
     pub late: Vec<(i64, (String, i64))>,
 }

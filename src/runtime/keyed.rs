@@ -32,6 +32,9 @@ pub struct Emit<'a, D, O> {
 pub trait KeyedEngine<K, D>: 'static {
     /// What it emits.
     type Output: Data;
+    /// Whether it can find elements too late (windows); the job graph shows a late side output
+    /// only for those.
+    const EMITS_LATE: bool = true;
     /// Processes one element of `key` arriving at processing time `now_ms`.
     fn on_element(
         &mut self,
@@ -102,7 +105,11 @@ where
 {
     let env = input.env.clone();
     let node = env.add_node(name, kind, &[(input.node, Partitioning::Hash)]);
-    let late_node = env.add_node("late elements", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))]);
+    let late_node = if E::EMITS_LATE {
+        env.add_node("late elements", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))])
+    } else {
+        node
+    };
     let metrics = env.metrics(node, name);
     let context = env.context().clone();
     let mut aligner = Aligner::new(&context, node.index());
@@ -155,6 +162,12 @@ where
             }};
         }
         move |frontiers| {
+            if finished {
+                // Done: the capabilities are gone, and processing-time windows still open at the
+                // end of input are dropped, as in Flink's streaming mode.
+                input_handle.for_each(|_capability, data: &mut Vec<Record<D>>| data.clear());
+                return;
+            }
             let input_frontier = frontiers[0].frontier();
             let frontier = aligner.frontier(input_frontier, finished);
             let frontier = frontier.borrow();

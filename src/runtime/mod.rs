@@ -291,7 +291,7 @@ where
     };
     let job = Arc::new(job);
     let mut recovery = Recovery::default();
-    let mut tracker = RestartTracker::new(config.restart.clone(), 0);
+    let mut tracker = RestartTracker::new(config.restart, 0);
     let mut attempt = 0u64;
     loop {
         let coordinator = recovery.coordinator(config, attempt, Arc::clone(&config.clock))?;

@@ -66,7 +66,7 @@ where
     let halt = failure.clone();
     let simulation = simulation.halt_when(move || halt.is_failed());
     // A crash is followed by what the restart strategy says, in virtual time.
-    let tracker = Arc::new(Mutex::new(RestartTracker::new(config.restart.clone(), simulation.config().seed)));
+    let tracker = Arc::new(Mutex::new(RestartTracker::new(config.restart, simulation.config().seed)));
     let hook_tracker = Arc::clone(&tracker);
     let simulation = simulation.on_crash(move |crash| {
         match hook_tracker.lock().expect("restart tracker poisoned").on_failure(crash.now_ms) {
