@@ -102,6 +102,10 @@ struct CheckpointArgs {
     /// Resume from `latest` (the newest complete checkpoint that verifies) or a checkpoint id.
     #[arg(long)]
     restore: Option<String>,
+    /// Stop this long after the start with a savepoint (kept until deleted by hand), without
+    /// draining open windows; resume it later with --restore <id>, on any --parallelism.
+    #[arg(long)]
+    stop_with_savepoint_after: Option<String>,
     /// Restart strategy after a failure: none | fixed-delay:<attempts>:<delay> |
     /// exponential-delay:<initial>:<max> | failure-rate:<failures>:<interval>:<delay>.
     #[arg(long, default_value = "none")]
@@ -112,8 +116,10 @@ impl CheckpointArgs {
     /// Adds checkpointing to `config` when a directory is given.
     fn apply(&self, config: JobConfig) -> Result<JobConfig> {
         let Some(dir) = &self.checkpoint_dir else {
-            if self.restore.is_some() {
-                return Err(Error::Usage("--restore needs --checkpoint-dir".to_string()));
+            if self.restore.is_some() || self.stop_with_savepoint_after.is_some() {
+                return Err(Error::Usage(
+                    "--restore and --stop-with-savepoint-after need --checkpoint-dir".to_string(),
+                ));
             }
             return Ok(config);
         };
@@ -121,6 +127,8 @@ impl CheckpointArgs {
         let mut checkpoint = CheckpointConfig::new(Arc::new(store));
         checkpoint.interval_ms = parse_duration_ms(&self.checkpoint_interval)?;
         checkpoint.retain = self.checkpoints_retained;
+        checkpoint.stop_with_savepoint_after_ms =
+            self.stop_with_savepoint_after.as_deref().map(parse_duration_ms).transpose()?;
         checkpoint.restore = match self.restore.as_deref() {
             None => RestoreFrom::Nothing,
             Some("latest") => RestoreFrom::Latest,
@@ -398,6 +406,11 @@ fn window_command(args: &WindowArgs) -> Result<()> {
             if config.checkpoint.is_some() {
                 let completed = report.checkpoints.iter().filter(|c| c.status == CheckpointStatus::Completed).count();
                 eprintln!("{completed} checkpoints completed, {} restarts", report.restarts);
+                if let Some(savepoint) = report.savepoint {
+                    eprintln!(
+                        "stopped with savepoint {savepoint}; resume with the same command and --restore {savepoint}"
+                    );
+                }
             }
             (rows, late)
         }

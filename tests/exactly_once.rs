@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use flowlab::api::Env;
-use flowlab::checkpoint::{CheckpointConfig, CheckpointStatus, MemoryStore, PlantedBugs, RestartStrategy};
+use flowlab::checkpoint::{CheckpointConfig, CheckpointStatus, MemoryStore, PlantedBugs, RestartStrategy, RestoreFrom};
 use flowlab::connectors::{Event, GeneratorConfig, GeneratorSource, TransactionalCollectSink};
 use flowlab::jobs::sim::Check;
 use flowlab::runtime::{JobConfig, JobReport, NetworkConfig, SimConfig, execute, execute_simulated};
@@ -74,10 +74,17 @@ fn generator() -> GeneratorConfig {
 /// generator → key_by → tumbling 1 s (count, sum) with its late elements, and 600 ms sessions;
 /// every output through an exactly-once sink.
 fn run(config: &JobConfig, sim: Option<SimConfig>) -> (Committed, JobReport) {
-    let tumbling = TransactionalCollectSink::new();
-    let sessions = TransactionalCollectSink::new();
-    let late = TransactionalCollectSink::new();
-    let sinks = (tumbling.clone(), sessions.clone(), late.clone());
+    run_into(config, sim, &Sinks::default())
+}
+
+/// The exactly-once sinks of [`run`]: tumbling results, sessions, late elements.
+type Sinks =
+    (TransactionalCollectSink<Tumbling>, TransactionalCollectSink<Session>, TransactionalCollectSink<(String, i64)>);
+
+/// [`run`] into given sinks, which keep what earlier runs committed.
+fn run_into(config: &JobConfig, sim: Option<SimConfig>, sinks: &Sinks) -> (Committed, JobReport) {
+    let (tumbling, sessions, late) = sinks.clone();
+    let sinks = sinks.clone();
     let job = move |env: &Env| {
         let events = env
             .source(GeneratorSource::new(generator()), WatermarkStrategy::bounded(400))
@@ -217,4 +224,27 @@ fn five_hundred_seeds_of_window_count_with_every_fault_are_exactly_once_and_repl
     eprintln!("500 seeds: {crashes} crashes, {completed} checkpoints completed, {} distinct traces", hashes.len());
     assert!(crashes >= 300, "only {crashes} crashes in 500 seeds");
     assert_eq!(hashes.len(), 500, "two seeds ran the same interleaving");
+}
+
+#[test]
+fn a_job_stopped_with_a_savepoint_resumes_on_another_parallelism() {
+    let expected = reference();
+    let store = Arc::new(MemoryStore::default());
+    let sinks = Sinks::default();
+    let mut checkpoint = CheckpointConfig::new(store.clone());
+    checkpoint.interval_ms = 40;
+    checkpoint.stop_with_savepoint_after_ms = Some(150);
+    let mut first = JobConfig::simulated("savepoint", 2, 3).with_checkpoints(checkpoint, RestartStrategy::None);
+    first.source_batch_max = 16;
+    let (stopped, report) = run_into(&first, Some(SimConfig { workers: 2, seed: 3, ..SimConfig::default() }), &sinks);
+    let savepoint = report.savepoint.expect("the job stopped at a savepoint");
+    assert!(stopped.tumbling.len() < expected.tumbling.len(), "the job stopped before its end");
+    assert!(stopped.tumbling.iter().all(|row| expected.tumbling.contains(row)));
+
+    let mut resume = CheckpointConfig::new(store);
+    resume.restore = RestoreFrom::Checkpoint(savepoint);
+    let second = JobConfig::threads("savepoint", 3).with_checkpoints(resume, RestartStrategy::None);
+    let (committed, report) = run_into(&second, None, &sinks);
+    assert_eq!(report.savepoint, None);
+    assert_eq!(committed, expected);
 }

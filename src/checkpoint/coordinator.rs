@@ -70,6 +70,10 @@ pub struct CheckpointConfig {
     pub restore: RestoreFrom,
     /// Test-only switches that break exactly-once on purpose.
     pub bugs: PlantedBugs,
+    /// Flink's stop-with-savepoint: this long (processing time) after the start, take a savepoint
+    /// instead of the next checkpoint, commit its output, and stop the job without draining it
+    /// (windows still open stay in the savepoint). `None` (the default): run to the end.
+    pub stop_with_savepoint_after_ms: Option<i64>,
 }
 
 impl CheckpointConfig {
@@ -83,6 +87,7 @@ impl CheckpointConfig {
             retain: 3,
             restore: RestoreFrom::Nothing,
             bugs: PlantedBugs::default(),
+            stop_with_savepoint_after_ms: None,
         }
     }
 }
@@ -165,6 +170,7 @@ pub struct Coordinator {
 }
 
 struct PendingCheckpoint {
+    savepoint: bool,
     trigger_ms: i64,
     parts: BTreeMap<String, PartInfo>,
     alignment: AlignmentStats,
@@ -183,6 +189,11 @@ struct CoordinatorState {
     history: Vec<CheckpointRecord>,
     recovered_nodes: BTreeSet<usize>,
     notes: Vec<String>,
+    started_ms: i64,
+    /// The savepoint triggered to stop the job, and whether it is complete.
+    savepoint: Option<(u64, bool)>,
+    /// Every sink participant, with the newest epoch it has committed.
+    sinks: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -257,7 +268,9 @@ impl Coordinator {
         if let Some(checkpoint) = &restored {
             store.discard_after(checkpoint.metadata.id).map_err(store_error)?;
         }
-        let state = CoordinatorState { last_trigger_ms: clock.now_ms(), notes, ..CoordinatorState::default() };
+        let now_ms = clock.now_ms();
+        let state =
+            CoordinatorState { last_trigger_ms: now_ms, started_ms: now_ms, notes, ..CoordinatorState::default() };
         Ok(Arc::new(Coordinator {
             job: job.to_string(),
             peers,
@@ -357,17 +370,28 @@ impl Coordinator {
         for id in timed_out {
             self.fail(&mut state, id, now_ms, format!("not complete after {} ms", self.config.timeout_ms));
         }
+        let savepoint_due = state.savepoint.is_none()
+            && self.config.stop_with_savepoint_after_ms.is_some_and(|after_ms| now_ms - state.started_ms >= after_ms);
         if state.workers_built == self.peers
             && !state.job_finished
+            && state.savepoint.is_none()
             && state.pending.len() < self.config.concurrent_max
-            && now_ms - state.last_trigger_ms >= self.config.interval_ms
+            && (savepoint_due || now_ms - state.last_trigger_ms >= self.config.interval_ms)
         {
             let id = state.triggered.max(self.start_epoch - 1) + 1;
+            if savepoint_due {
+                state.savepoint = Some((id, false));
+            }
             state.triggered = id;
             state.last_trigger_ms = now_ms;
             state.pending.insert(
                 id,
-                PendingCheckpoint { trigger_ms: now_ms, parts: BTreeMap::new(), alignment: AlignmentStats::default() },
+                PendingCheckpoint {
+                    savepoint: savepoint_due,
+                    trigger_ms: now_ms,
+                    parts: BTreeMap::new(),
+                    alignment: AlignmentStats::default(),
+                },
             );
             let finished: Vec<(String, Vec<u8>)> =
                 state.finished_parts.iter().map(|(name, bytes)| (name.clone(), bytes.clone())).collect();
@@ -414,7 +438,12 @@ impl Coordinator {
             let now_ms = self.clock.now_ms();
             state.pending.insert(
                 id,
-                PendingCheckpoint { trigger_ms: now_ms, parts: BTreeMap::new(), alignment: AlignmentStats::default() },
+                PendingCheckpoint {
+                    savepoint: false,
+                    trigger_ms: now_ms,
+                    parts: BTreeMap::new(),
+                    alignment: AlignmentStats::default(),
+                },
             );
             let finished: Vec<(String, Vec<u8>)> =
                 state.finished_parts.iter().map(|(name, bytes)| (name.clone(), bytes.clone())).collect();
@@ -429,6 +458,29 @@ impl Coordinator {
     pub fn job_finished(&self) -> bool {
         let state = self.lock();
         state.job_finished && state.pending.is_empty() && state.latest_complete == state.triggered
+    }
+
+    /// Registers sink participant `name`: a stop-with-savepoint waits until every sink has
+    /// committed the savepoint's output.
+    pub fn register_sink(&self, name: &str) {
+        self.lock().sinks.insert(name.to_string(), 0);
+    }
+
+    /// Sink `name` has committed every transaction up to epoch `epoch`.
+    pub fn sink_committed(&self, name: &str, epoch: u64) {
+        if let Some(committed) = self.lock().sinks.get_mut(name) {
+            *committed = (*committed).max(epoch);
+        }
+    }
+
+    /// The savepoint the job stops at, once it is complete and every sink has committed its
+    /// output: then the job may stop. `None` while it runs on.
+    pub fn stopped_at(&self) -> Option<u64> {
+        let state = self.lock();
+        match state.savepoint {
+            Some((id, true)) if state.sinks.values().all(|&committed| committed >= id) => Some(id),
+            _ => None,
+        }
     }
 
     /// Every checkpoint of this run, in trigger order.
@@ -479,7 +531,7 @@ impl Coordinator {
             max_parallelism: self.max_parallelism,
             trigger_ms: pending.trigger_ms,
             complete_ms: now_ms,
-            savepoint: false,
+            savepoint: pending.savepoint,
             finished: last,
             parts: pending.parts.values().cloned().collect(),
         };
@@ -501,6 +553,10 @@ impl Coordinator {
                 assert!(id > state.latest_complete, "checkpoint {id} completes after {}", state.latest_complete);
                 state.latest_complete = id;
                 state.history.push(record(CheckpointStatus::Completed));
+                if pending.savepoint {
+                    state.savepoint = Some((id, true));
+                    state.notes.push(format!("savepoint {id} complete in {}", self.config.store.location()));
+                }
                 if let Err(error) = self.config.store.retain(self.config.retain) {
                     state.notes.push(format!("cannot delete old checkpoints: {error}"));
                 }
@@ -517,6 +573,10 @@ impl Coordinator {
         let Some(pending) = state.pending.remove(&id) else {
             return;
         };
+        if pending.savepoint {
+            // Try again with the next trigger.
+            state.savepoint = None;
+        }
         state.notes.push(format!("checkpoint {id} failed: {reason}"));
         state.history.push(CheckpointRecord {
             id,

@@ -192,7 +192,8 @@ impl<D: crate::api::Data> TransactionWriter<D> for MemoryWriter<D> {
 }
 
 /// Writes lines to one file, exactly once: each epoch's lines go to a staging file
-/// (`<output>.staging/epoch-<e>`), which pre-commit syncs; commit appends it to the output.
+/// (`<output>.staging/epoch-<e>-<instance>`), which pre-commit syncs; commit appends it to the
+/// output.
 ///
 /// One writer (worker 0, [`Partitioning::Gather`]) owns the file, so transactions commit in
 /// epoch order and each knows the output length before and after it: a commit that finds the
@@ -342,9 +343,10 @@ impl<D> TransactionWriter<D> for FileWriter<D> {
 }
 
 /// The open transaction of a file sink's writer: bytes that go to the output file when their
-/// epoch commits ([`commit_file_transaction`]), staged at `<output>.staging/epoch-<e>`.
+/// epoch commits ([`commit_file_transaction`]), staged at `<output>.staging/epoch-<e>-<instance>`.
 pub struct StagedFile {
     staging: PathBuf,
+    instance: usize,
     open: Vec<u8>,
     next_start: u64,
 }
@@ -362,7 +364,7 @@ impl StagedFile {
         } else {
             0
         };
-        Ok(StagedFile { staging, open: Vec::new(), next_start })
+        Ok(StagedFile { staging, instance, open: Vec::new(), next_start })
     }
 
     /// Whether nothing was ever committed or staged: the file is empty.
@@ -377,7 +379,8 @@ impl StagedFile {
 
     /// Writes the open transaction to its staging file and syncs it; returns its handle.
     pub fn pre_commit(&mut self, epoch: u64) -> Result<Vec<u8>> {
-        let staging = self.staging.join(format!("epoch-{epoch}"));
+        // Every instance stages its own file; only instance 0's ever holds bytes.
+        let staging = self.staging.join(format!("epoch-{epoch}-{}", self.instance));
         let mut file = File::create(&staging).map_err(|e| Error::io("cannot create", &staging, e))?;
         file.write_all(&self.open).and_then(|_| file.sync_all()).map_err(|e| Error::io("cannot write", &staging, e))?;
         let transaction = FileTransaction { epoch, staging, start: self.next_start, len: self.open.len() as u64 };

@@ -203,6 +203,9 @@ pub struct JobReport {
     pub checkpoints: Vec<CheckpointRecord>,
     /// Restarts after failures or crashes.
     pub restarts: u32,
+    /// The savepoint the job stopped at ([`CheckpointConfig::stop_with_savepoint_after_ms`]);
+    /// `None` if it ran to the end of its input.
+    pub savepoint: Option<u64>,
     /// What the runtime wants people to know: checkpoints restored, damaged ones refused,
     /// failures and restarts.
     pub notes: Vec<String>,
@@ -296,6 +299,7 @@ where
     loop {
         let coordinator = recovery.coordinator(config, attempt, Arc::clone(&config.clock))?;
         let outcome = execute_threads(config, workers, coordinator.clone(), Arc::clone(&job));
+        let savepoint = coordinator.as_ref().and_then(|coordinator| coordinator.stopped_at());
         recovery.retire(coordinator);
         match outcome {
             Ok(graph) => {
@@ -307,6 +311,7 @@ where
                     simulation: None,
                     checkpoints,
                     restarts,
+                    savepoint,
                     notes,
                 });
             }
@@ -366,8 +371,13 @@ where
             }
             // Every worker watches the failure flag, so that one worker's failure (or panic) ends
             // the job instead of leaving the others waiting for its progress forever.
-            while worker.has_dataflows() && !worker_failure.is_failed() {
+            let stopped = || coordinator.as_ref().is_some_and(|coordinator| coordinator.stopped_at().is_some());
+            while worker.has_dataflows() && !worker_failure.is_failed() && !stopped() {
                 worker.step_or_park(Some(PARK_MAX));
+            }
+            if stopped() {
+                // Stop-with-savepoint: the rest of the job lives in the savepoint.
+                drop_dataflows(worker);
             }
             graph
         }));
@@ -385,11 +395,7 @@ where
         };
         if worker_failure.is_failed() {
             // timely steps a worker until its dataflows finish; a failed job's never do.
-            let mut dataflows = worker.installed_dataflows();
-            dataflows.sort_unstable();
-            for dataflow in dataflows {
-                worker.drop_dataflow(dataflow);
-            }
+            drop_dataflows(worker);
         }
         graph
     })
@@ -402,6 +408,15 @@ where
         return Err(error);
     }
     Ok(graphs.into_iter().next().flatten().expect("worker 0 finished without failing"))
+}
+
+/// Drops every dataflow of `worker`, in a fixed order.
+fn drop_dataflows(worker: &mut Worker) {
+    let mut dataflows = worker.installed_dataflows();
+    dataflows.sort_unstable();
+    for dataflow in dataflows {
+        worker.drop_dataflow(dataflow);
+    }
 }
 
 /// Builds `job` for `parallelism` workers without running it, and returns its graph: what

@@ -63,8 +63,16 @@ where
     let network = faulty_network.then(|| simulation.network());
     let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(simulation.clock()));
     let failure = JobFailure::default();
-    let halt = failure.clone();
-    let simulation = simulation.halt_when(move || halt.is_failed());
+    // The coordinator of the running incarnation: volatile, so a crash loses it.
+    let current: Arc<Mutex<Option<(u64, Option<Arc<Coordinator>>)>>> = Arc::default();
+    let (halt, halt_current) = (failure.clone(), Arc::clone(&current));
+    let simulation = simulation.halt_when(move || {
+        let stopped = || {
+            let current = halt_current.lock().expect("coordinator slot poisoned");
+            current.as_ref().and_then(|(_, coordinator)| coordinator.as_ref()).is_some_and(|c| c.stopped_at().is_some())
+        };
+        halt.is_failed() || stopped()
+    });
     // A crash is followed by what the restart strategy says, in virtual time.
     let tracker = Arc::new(Mutex::new(RestartTracker::new(config.restart, simulation.config().seed)));
     let hook_tracker = Arc::clone(&tracker);
@@ -76,8 +84,6 @@ where
     });
     let incarnation = simulation.incarnation();
     let recovery = Mutex::new(Recovery::default());
-    // The coordinator of the running incarnation: volatile, so a crash loses it.
-    let current: Mutex<Option<(u64, Option<Arc<Coordinator>>)>> = Mutex::new(None);
     let (name, metrics, max_parallelism) = (config.name.as_str(), &config.metrics, config.max_parallelism);
     let outcome = simulation.run(|worker| {
         let coordinator = {
@@ -114,7 +120,9 @@ where
         graph
     });
     let mut recovery = recovery.into_inner().expect("recovery poisoned");
-    if let Some((_, coordinator)) = current.into_inner().expect("coordinator slot poisoned") {
+    let mut savepoint = None;
+    if let Some((_, coordinator)) = current.lock().expect("coordinator slot poisoned").take() {
+        savepoint = coordinator.as_ref().and_then(|coordinator| coordinator.stopped_at());
         recovery.retire(coordinator);
     }
     if let Some(error) = failure.take() {
@@ -142,6 +150,7 @@ where
         simulation: Some(outcome.report),
         checkpoints,
         restarts,
+        savepoint,
         notes,
     })
 }

@@ -101,6 +101,10 @@ pub(crate) fn two_phase_sink_operator<'scope, D, P, S>(
     S: TwoPhaseCommitSink<D>,
 {
     let mut aligner: Aligner<D> = Aligner::new(&context, node);
+    let part = crate::checkpoint::part_name(node, context.index);
+    if let Some(coordinator) = &context.checkpoints {
+        coordinator.register_sink(&part);
+    }
     let bugs = context.checkpoints.as_ref().map(|coordinator| coordinator.config().bugs).unwrap_or_default();
     if let Some(coordinator) = &context.checkpoints
         && coordinator.restored().is_some()
@@ -198,6 +202,11 @@ pub(crate) fn two_phase_sink_operator<'scope, D, P, S>(
             };
             if result.is_ok() {
                 result = commit_pending(&*sink, &mut state, complete);
+                if let (Some(coordinator), Some((next, _))) = (aligner.coordinator(), state.pending.first()) {
+                    coordinator.sink_committed(&part, next.saturating_sub(1));
+                } else if let Some(coordinator) = aligner.coordinator() {
+                    coordinator.sink_committed(&part, aligner.epoch().saturating_sub(1));
+                }
             }
             if let Err(error) = result {
                 return failed(error);
