@@ -41,6 +41,10 @@ impl Clock for SimulatedClock {
     }
 }
 
+/// The incarnation whose coordinator was made last, and that coordinator (`None` without
+/// checkpointing).
+type CurrentCoordinator = Option<(u64, Option<Arc<Coordinator>>)>;
+
 /// Runs `job` under the simulator configured by `sim` and reports its graph, counters and the
 /// simulation (seed, steps, trace hash in [`JobReport::simulation`]), or its first error.
 ///
@@ -64,7 +68,7 @@ where
     let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::new(simulation.clock()));
     let failure = JobFailure::default();
     // The coordinator of the running incarnation: volatile, so a crash loses it.
-    let current: Arc<Mutex<Option<(u64, Option<Arc<Coordinator>>)>>> = Arc::default();
+    let current: Arc<Mutex<CurrentCoordinator>> = Arc::default();
     let (halt, halt_current) = (failure.clone(), Arc::clone(&current));
     let simulation = simulation.halt_when(move || {
         let stopped = || {
