@@ -657,7 +657,7 @@ fn sim_seed(check: &Check, args: &SimArgs, expected: u64, seed: u64) -> (String,
         let written = File::create(path)
             .and_then(|file| {
                 let mut out = BufWriter::new(file);
-                let _ = &run.simulation.trace; // TEMP write_jsonl
+                run.simulation.trace.write_jsonl(&mut out)?;
                 out.flush()
             })
             .map_err(|e| Error::io("cannot write trace", path, e));

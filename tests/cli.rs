@@ -182,3 +182,29 @@ fn the_late_output_holds_the_original_lines_verbatim() {
     assert_eq!(std::fs::read_to_string(&late).unwrap(), "b , 100 , 2\nc,9500,3\n");
     assert_eq!(stdout(&run), "key,window_start,window_end,count,sum\na,10000,11000,1,1\n");
 }
+
+#[test]
+fn sim_writes_a_trace_of_crashes_and_refuses_bad_fault_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let args = ["sim", "--seed", "5", "--events", "300", "--keys", "3", "--workers", "2", "--faults", "crash"];
+    let mut with_trace = args.to_vec();
+    with_trace.extend(["--crash-max", "0.05", "--trace", trace.to_str().unwrap()]);
+    let output = flowlab(&with_trace);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let line = stdout(&output).lines().find(|line| line.starts_with("seed")).unwrap().to_string();
+    assert!(line.ends_with("ok") && !line.contains("crashes 0"), "{line}");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(text.lines().any(|line| line.starts_with(r#"{"event":"crash","#)), "no crash in the trace");
+    assert!(text.lines().any(|line| line.starts_with(r#"{"event":"restart","#)), "no restart in the trace");
+    let summary = text.lines().last().unwrap();
+    let hash = line.split_whitespace().nth(3).unwrap();
+    assert!(summary.starts_with(r#"{"event":"summary""#) && summary.contains(hash), "{summary} vs {line}");
+
+    let bad = flowlab(&["sim", "--seed", "1", "--faults", "sometimes"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("none, delay, crash or all"));
+    let many = flowlab(&["sim", "--seeds", "3", "--trace", trace.to_str().unwrap()]);
+    assert!(!many.status.success());
+    assert!(String::from_utf8_lossy(&many.stderr).contains("--seed"));
+}

@@ -101,6 +101,37 @@ pub enum TraceEvent {
 }
 
 impl TraceEvent {
+    /// The event as one JSON object, fields in a fixed order, e.g.
+    /// `{"event":"step","step":3,"worker":1,"now_ms":3,"has_dataflows":true}`.
+    pub fn to_json(&self) -> String {
+        match *self {
+            TraceEvent::Built { worker, has_dataflows } => {
+                format!(r#"{{"event":"built","worker":{worker},"has_dataflows":{has_dataflows}}}"#)
+            }
+            TraceEvent::Step { step, worker, now_ms, has_dataflows } => format!(
+                r#"{{"event":"step","step":{step},"worker":{worker},"now_ms":{now_ms},"has_dataflows":{has_dataflows}}}"#
+            ),
+            TraceEvent::Stall { step, worker, until_step } => {
+                format!(r#"{{"event":"stall","step":{step},"worker":{worker},"until_step":{until_step}}}"#)
+            }
+            TraceEvent::Unstall { step, worker } => format!(r#"{{"event":"unstall","step":{step},"worker":{worker}}}"#),
+            TraceEvent::Send { channel, from, to, seq, records, deliver_at_ms } => format!(
+                r#"{{"event":"send","channel":{channel},"from":{from},"to":{to},"seq":{seq},"records":{records},"deliver_at_ms":{deliver_at_ms}}}"#
+            ),
+            TraceEvent::Deliver { channel, from, to, seq } => {
+                format!(r#"{{"event":"deliver","channel":{channel},"from":{from},"to":{to},"seq":{seq}}}"#)
+            }
+            TraceEvent::Note { worker, value } => format!(r#"{{"event":"note","worker":{worker},"value":{value}}}"#),
+            TraceEvent::Halt { step } => format!(r#"{{"event":"halt","step":{step}}}"#),
+            TraceEvent::Crash { step, incarnation } => {
+                format!(r#"{{"event":"crash","step":{step},"incarnation":{incarnation}}}"#)
+            }
+            TraceEvent::Restart { incarnation, now_ms } => {
+                format!(r#"{{"event":"restart","incarnation":{incarnation},"now_ms":{now_ms}}}"#)
+            }
+        }
+    }
+
     /// Feeds a fixed encoding of the event to `hash`.
     fn hash_into(&self, hash: &mut Fnv64) {
         let word = |hash: &mut Fnv64, value: u64| hash.write(&value.to_le_bytes());
@@ -230,6 +261,16 @@ impl Trace {
         self.len == 0
     }
 
+    /// Writes the trace as JSON lines: one object per kept event (see [`TraceEvent::to_json`]),
+    /// then a summary line `{"event":"summary","events":N,"hash":"0x…"}`. A trace that kept only
+    /// its hash writes only the summary.
+    pub fn write_jsonl(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for event in self.events.iter().flatten() {
+            writeln!(out, "{}", event.to_json())?;
+        }
+        writeln!(out, "{{\"event\":\"summary\",\"events\":{},\"hash\":\"{:#018x}\"}}", self.len, self.hash.0)
+    }
+
     /// The events, if the trace was asked to keep them ([`SimConfig::keep_trace`](crate::SimConfig::keep_trace)).
     pub fn events(&self) -> Option<&[TraceEvent]> {
         self.events.as_deref()
@@ -289,5 +330,19 @@ mod tests {
         assert_ne!(trace(&[a, b]).hash(), trace(&[b, a]).hash());
         assert_eq!(trace(&[a, b]).events().unwrap(), &[a, b]);
         assert_eq!(trace(&[a]).len(), 1);
+    }
+
+    #[test]
+    fn json_lines_name_every_field_and_end_with_the_hash() {
+        let mut trace = Trace::new(true);
+        trace.push(TraceEvent::Step { step: 3, worker: 1, now_ms: 3, has_dataflows: true });
+        trace.push(TraceEvent::Crash { step: 3, incarnation: 0 });
+        let mut out = Vec::new();
+        trace.write_jsonl(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], r#"{"event":"step","step":3,"worker":1,"now_ms":3,"has_dataflows":true}"#);
+        assert_eq!(lines[1], r#"{"event":"crash","step":3,"incarnation":0}"#);
+        assert_eq!(lines[2], format!(r#"{{"event":"summary","events":2,"hash":"{:#018x}"}}"#, trace.hash()));
     }
 }
