@@ -7,36 +7,10 @@ use std::sync::Arc;
 use flowlab::api::Env;
 use flowlab::checkpoint::{CheckpointConfig, CheckpointStatus, MemoryStore, PlantedBugs, RestartStrategy, RestoreFrom};
 use flowlab::connectors::{Event, GeneratorConfig, GeneratorSource, TransactionalCollectSink};
-use flowlab::jobs::sim::Check;
+use flowlab::jobs::sim::{Check, CountSum};
 use flowlab::runtime::{JobConfig, JobReport, NetworkConfig, SimConfig, execute, execute_simulated};
 use flowlab::time::{Record, WatermarkStrategy};
-use flowlab::window::{AggregateFunction, SessionWindows, TimeDomain, TumblingWindows, WindowResult};
-
-/// Count and sum of a window's values.
-struct CountSum;
-
-impl AggregateFunction<(String, i64)> for CountSum {
-    type Accumulator = (i64, i64);
-    type Output = (i64, i64);
-
-    fn create_accumulator(&self) -> (i64, i64) {
-        (0, 0)
-    }
-
-    fn add(&self, accumulator: &mut (i64, i64), value: &(String, i64)) {
-        accumulator.0 += 1;
-        accumulator.1 += value.1;
-    }
-
-    fn merge(&self, accumulator: &mut (i64, i64), other: (i64, i64)) {
-        accumulator.0 += other.0;
-        accumulator.1 += other.1;
-    }
-
-    fn result(&self, accumulator: &(i64, i64)) -> (i64, i64) {
-        *accumulator
-    }
-}
+use flowlab::window::{SessionWindows, TimeDomain, TumblingWindows, WindowResult};
 
 /// The committed output of one run, as sorted `(event time, value)` pairs: what must not depend
 /// on faults. (A record's watermark stamp says when it was emitted, which batching changes.)
@@ -47,7 +21,7 @@ struct Committed {
     late: Vec<(i64, (String, i64))>,
 }
 
-type Tumbling = WindowResult<String, (i64, i64)>;
+type Tumbling = WindowResult<String, (u64, i64)>;
 type Session = WindowResult<String, (String, i64)>;
 
 fn timed<D: Ord>(records: Vec<Record<D>>) -> Vec<(i64, D)> {

@@ -378,26 +378,11 @@ impl Coordinator {
             && state.pending.len() < self.config.concurrent_max
             && (savepoint_due || now_ms - state.last_trigger_ms >= self.config.interval_ms)
         {
-            let id = state.triggered.max(self.start_epoch - 1) + 1;
+            let id = self.trigger(&mut state, now_ms, savepoint_due);
             if savepoint_due {
                 state.savepoint = Some((id, false));
             }
-            state.triggered = id;
             state.last_trigger_ms = now_ms;
-            state.pending.insert(
-                id,
-                PendingCheckpoint {
-                    savepoint: savepoint_due,
-                    trigger_ms: now_ms,
-                    parts: BTreeMap::new(),
-                    alignment: AlignmentStats::default(),
-                },
-            );
-            let finished: Vec<(String, Vec<u8>)> =
-                state.finished_parts.iter().map(|(name, bytes)| (name.clone(), bytes.clone())).collect();
-            for (name, bytes) in finished {
-                self.add_part(&mut state, id, &name, &bytes, AlignmentStats::default());
-            }
         }
         state.triggered
     }
@@ -433,24 +418,28 @@ impl Coordinator {
         }
         if state.finished_parts.len() == state.participants.len() && !state.job_finished {
             state.job_finished = true;
-            let id = state.triggered.max(self.start_epoch - 1) + 1;
-            state.triggered = id;
-            let now_ms = self.clock.now_ms();
-            state.pending.insert(
-                id,
-                PendingCheckpoint {
-                    savepoint: false,
-                    trigger_ms: now_ms,
-                    parts: BTreeMap::new(),
-                    alignment: AlignmentStats::default(),
-                },
-            );
-            let finished: Vec<(String, Vec<u8>)> =
-                state.finished_parts.iter().map(|(name, bytes)| (name.clone(), bytes.clone())).collect();
-            for (name, bytes) in finished {
-                self.add_part(&mut state, id, &name, &bytes, AlignmentStats::default());
-            }
+            self.trigger(&mut state, self.clock.now_ms(), false);
         }
+    }
+
+    /// Starts the next checkpoint (a savepoint if `savepoint`), with the last parts of every
+    /// finished participant already in; returns its id.
+    fn trigger(&self, state: &mut CoordinatorState, now_ms: i64, savepoint: bool) -> u64 {
+        let id = state.triggered.max(self.start_epoch - 1) + 1;
+        state.triggered = id;
+        let pending = PendingCheckpoint {
+            savepoint,
+            trigger_ms: now_ms,
+            parts: BTreeMap::new(),
+            alignment: AlignmentStats::default(),
+        };
+        state.pending.insert(id, pending);
+        let finished: Vec<(String, Vec<u8>)> =
+            state.finished_parts.iter().map(|(name, bytes)| (name.clone(), bytes.clone())).collect();
+        for (name, bytes) in finished {
+            self.add_part(state, id, &name, &bytes, AlignmentStats::default());
+        }
+        id
     }
 
     /// Whether the final checkpoint is complete: every participant finished and its last part

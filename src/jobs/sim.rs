@@ -241,8 +241,9 @@ impl SeedRun {
     }
 }
 
-/// Count and sum of a window's values.
-struct CountSum;
+/// Count and sum of a window's values: the aggregate of the window-count job.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountSum;
 
 impl AggregateFunction<(String, i64)> for CountSum {
     type Accumulator = (u64, i64);
