@@ -5,8 +5,8 @@
 //!
 //! Data flows one way through the modules: [`api`] (what the user writes) builds a
 //! [`api::JobGraph`]; [`runtime`] turns it into a timely dataflow on a substrate; [`time`],
-//! [`state`] (and later windows and checkpoints) are the operators; [`connectors`] are where
-//! records enter and leave. The book (`book/`) explains each; its examples are compiled and run
+//! [`window`] and [`state`] are the operators; [`checkpoint`] makes their state durable and the
+//! output exactly-once; [`connectors`] are where records enter and leave. The book (`book/`) explains each; its examples are compiled and run
 //! as doctests of this crate.
 
 #![warn(missing_docs)]
