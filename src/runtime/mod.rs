@@ -2,7 +2,7 @@
 //!
 //! A job is a function that builds a dataflow from an [`Env`]. The runtime gives each worker a
 //! [`WorkerContext`], builds the job inside a timely scope whose timestamps are
-//! [`Time`](crate::time::Time) = `Product<epoch, event>` (in a nested scope, because
+//! [`Time`] = `Product<epoch, event>` (in a nested scope, because
 //! `Product<u64, i64>` does not refine `()`), and steps the worker until the dataflow is done.
 //!
 //! Which workers, and who steps them, is the *substrate*: [`Substrate::Threads`] runs timely's own
