@@ -40,4 +40,6 @@ pub mod book {
     pub struct State;
     #[doc = include_str!("../book/src/simulator.md")]
     pub struct Simulator;
+    #[doc = include_str!("../book/src/checkpoints.md")]
+    pub struct Checkpoints;
 }
