@@ -136,6 +136,8 @@ where
         let mut results: Vec<Record<E::Output>> = Vec::new();
         let mut late: Vec<Record<D>> = Vec::new();
         let mut finished = false;
+        let mut last_watermark_ms = crate::time::WATERMARK_MIN;
+        let name = name.to_string();
         // Downgrades both capability sets to `hold` and emits what is pending at the open epoch's
         // capability; with an empty `hold` (the instance is done) it emits first, then lets go.
         macro_rules! flush {
@@ -193,8 +195,15 @@ where
                 // Fire what the watermark allows. Buffered records of the next epoch hold it back:
                 // they are not applied yet, and a window must not fire before they are.
                 let hold = aligner.hold_frontier(frontier);
+                let watermark_ms = frontier_watermark(hold.borrow());
+                // Progress tracking and alignment together must never move a watermark back.
+                assert!(
+                    watermark_ms >= last_watermark_ms,
+                    "{name}: watermark regressed from {last_watermark_ms} to {watermark_ms}"
+                );
+                last_watermark_ms = watermark_ms;
                 let mut emit = Emit { results: &mut results, late: &mut late };
-                core.advance_watermark(frontier_watermark(hold.borrow()), now_ms, &mut emit);
+                core.advance_watermark(watermark_ms, now_ms, &mut emit);
                 core.advance_processing_time(now_ms, &mut emit);
                 flush!(hold);
                 // The barrier: once the input has passed the open epoch, every record of it has
