@@ -222,3 +222,32 @@ fn a_job_stopped_with_a_savepoint_resumes_on_another_parallelism() {
     assert_eq!(report.savepoint, None);
     assert_eq!(committed, expected);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// proptest picks the seed and the fault bounds; a failure shrinks to a small case and its
+    /// message is the command that replays it.
+    #[test]
+    fn any_seed_and_fault_bounds_commit_the_fault_free_output(
+        seed in 0u64..1_000_000,
+        workers in 1usize..=3,
+        delay_ms_max in 0i64..=40,
+        crash_per_mille in 0u32..=20,
+    ) {
+        let mut check = Check::window_count(400, 4, workers);
+        check.bounds.delay_ms_max = delay_ms_max;
+        check.bounds.crash_probability_max = f64::from(crash_per_mille) / 1_000.0;
+        let expected = check.expected().expect("the fault-free run");
+        let run = check.run(seed).expect("the seed runs");
+        proptest::prop_assert_eq!(
+            run.committed,
+            expected,
+            "replay: flowlab sim --seed {} --events 400 --keys 4 --workers {} --delay-max {}ms --crash-max {}",
+            seed,
+            workers,
+            delay_ms_max,
+            check.bounds.crash_probability_max
+        );
+    }
+}
