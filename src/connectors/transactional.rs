@@ -261,66 +261,62 @@ impl<D: 'static> TwoPhaseCommitSink<D> for TransactionalFileSink<D> {
 /// Commits a [`StagedFile`] transaction to `path`: appends its staged bytes where they belong,
 /// unless they are there already. The commit of every file sink.
 pub fn commit_file_transaction(path: &Path, transaction: &[u8]) -> Result<()> {
-    {
-        let transaction = decode_file_transaction(transaction)?;
-        let end = transaction.start + transaction.len;
-        let mut output = open_output(path)?;
-        let len = output.metadata().map_err(|e| Error::io("cannot read", path, e))?.len();
-        if len >= end {
-            // Committed before (this is a retry after a crash).
-            let _ = std::fs::remove_file(&transaction.staging);
-            return Ok(());
-        }
-        if len < transaction.start {
-            return Err(Error::Runtime(format!(
-                "{}: cannot commit epoch {} at byte {}: the file has only {len} bytes (an earlier transaction is missing)",
-                path.display(),
-                transaction.epoch,
-                transaction.start
-            )));
-        }
-        let mut staged = Vec::with_capacity(transaction.len as usize);
-        File::open(&transaction.staging)
-            .and_then(|mut file| file.read_to_end(&mut staged))
-            .map_err(|e| Error::io("cannot read staged transaction", &transaction.staging, e))?;
-        if staged.len() as u64 != transaction.len {
-            return Err(Error::Runtime(format!(
-                "{}: staged transaction of epoch {} has {} bytes, expected {}",
-                transaction.staging.display(),
-                transaction.epoch,
-                staged.len(),
-                transaction.len
-            )));
-        }
-        output.set_len(transaction.start).map_err(|e| Error::io("cannot truncate", path, e))?;
-        output.seek(SeekFrom::Start(transaction.start)).map_err(|e| Error::io("cannot seek in", path, e))?;
-        output.write_all(&staged).and_then(|_| output.sync_all()).map_err(|e| Error::io("cannot write", path, e))?;
+    let transaction = decode_file_transaction(transaction)?;
+    let end = transaction.start + transaction.len;
+    let mut output = open_output(path)?;
+    let len = output.metadata().map_err(|e| Error::io("cannot read", path, e))?.len();
+    if len >= end {
+        // Committed before (this is a retry after a crash).
         let _ = std::fs::remove_file(&transaction.staging);
-        Ok(())
+        return Ok(());
     }
+    if len < transaction.start {
+        return Err(Error::Runtime(format!(
+            "{}: cannot commit epoch {} at byte {}: the file has only {len} bytes (an earlier transaction is missing)",
+            path.display(),
+            transaction.epoch,
+            transaction.start
+        )));
+    }
+    let mut staged = Vec::with_capacity(transaction.len as usize);
+    File::open(&transaction.staging)
+        .and_then(|mut file| file.read_to_end(&mut staged))
+        .map_err(|e| Error::io("cannot read staged transaction", &transaction.staging, e))?;
+    if staged.len() as u64 != transaction.len {
+        return Err(Error::Runtime(format!(
+            "{}: staged transaction of epoch {} has {} bytes, expected {}",
+            transaction.staging.display(),
+            transaction.epoch,
+            staged.len(),
+            transaction.len
+        )));
+    }
+    output.set_len(transaction.start).map_err(|e| Error::io("cannot truncate", path, e))?;
+    output.seek(SeekFrom::Start(transaction.start)).map_err(|e| Error::io("cannot seek in", path, e))?;
+    output.write_all(&staged).and_then(|_| output.sync_all()).map_err(|e| Error::io("cannot write", path, e))?;
+    let _ = std::fs::remove_file(&transaction.staging);
+    Ok(())
 }
 
 /// Cuts `path` back to the end of `last`, the newest transaction instance 0 committed (to empty
 /// with `None`). The recovery of every file sink.
 pub fn recover_file(path: &Path, instance: usize, last: Option<&[u8]>) -> Result<()> {
-    {
-        if instance != 0 {
-            return Ok(());
-        }
-        let end = match last {
-            Some(bytes) => {
-                let transaction = decode_file_transaction(bytes)?;
-                transaction.start + transaction.len
-            }
-            None => 0,
-        };
-        let output = open_output(path)?;
-        let len = output.metadata().map_err(|e| Error::io("cannot read", path, e))?.len();
-        if len > end {
-            output.set_len(end).and_then(|_| output.sync_all()).map_err(|e| Error::io("cannot truncate", path, e))?;
-        }
-        Ok(())
+    if instance != 0 {
+        return Ok(());
     }
+    let end = match last {
+        Some(bytes) => {
+            let transaction = decode_file_transaction(bytes)?;
+            transaction.start + transaction.len
+        }
+        None => 0,
+    };
+    let output = open_output(path)?;
+    let len = output.metadata().map_err(|e| Error::io("cannot read", path, e))?.len();
+    if len > end {
+        output.set_len(end).and_then(|_| output.sync_all()).map_err(|e| Error::io("cannot truncate", path, e))?;
+    }
+    Ok(())
 }
 
 struct FileWriter<D> {
