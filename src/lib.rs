@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod connectors;
 pub mod error;
 pub mod jobs;
+pub mod marketing;
 pub mod metrics;
 pub mod runtime;
 pub mod state;

@@ -19,6 +19,9 @@ use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_wa
 use flowlab::jobs::window::{
     Aggregate, WindowJob, WindowSpec, plan_window, render_rows, run_window, run_window_to_file,
 };
+use flowlab::marketing::events::EventsConfig;
+use flowlab::marketing::job::{MarketingCheck, MarketingInput, MarketingOutput, RealFiles, run_real, run_threads};
+use flowlab::marketing::rules::{DEMO_RULES, rule_lines};
 use flowlab::metrics::MetricsRegistry;
 use flowlab::runtime::JobConfig;
 use flowlab::time::{WatermarkStrategy, format_duration_ms, format_watermark, parse_duration_ms};
@@ -33,6 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The flagship: the real-time rule-based marketing job (dynamic rules, keyed state, timers,
+    /// exactly-once coupons) in the simulator with crashes, checked against a fault-free run.
+    Demo(DemoArgs),
     /// Write a generated CSV input (`key,event_time_ms,value`); the same arguments give the same bytes.
     Gen(GenArgs),
     /// Show how watermarks advance on each worker and which events are late.
@@ -44,6 +50,57 @@ enum Command {
     /// Run the built-in window job under the deterministic simulator, one run per seed, and check
     /// each against the threads substrate.
     Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// The simulation seed: the same seed replays the same run, crashes included.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Generated events (ignored with --events-file).
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// Generated users.
+    #[arg(long, default_value_t = 500)]
+    users: u64,
+    /// Seed of the event generator.
+    #[arg(long, default_value_t = 0)]
+    events_seed: u64,
+    /// Read events from this file instead (CSV `user,kind,category,item,price_cents,time_ms`, or
+    /// JSON lines if it ends in .jsonl).
+    #[arg(long)]
+    events_file: Option<PathBuf>,
+    /// The events' bounded disorder (their watermark lags the highest time by this).
+    #[arg(long, default_value = "2s")]
+    disorder: String,
+    /// Rules file (JSON lines of updates); the built-in demo rules without it.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Workers.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Per-step crash probability in the simulator.
+    #[arg(long, default_value_t = 0.002)]
+    crash_probability: f64,
+    /// The most crashes in the run.
+    #[arg(long, default_value_t = 4)]
+    crashes_max: u32,
+    /// Checkpoint interval (virtual time in the simulator, real time with --real).
+    #[arg(long, default_value = "50ms")]
+    checkpoint_interval: String,
+    /// Where the SVG time line of the simulated run goes.
+    #[arg(long, default_value = "demo-report.svg")]
+    report: PathBuf,
+    /// Run on threads with real files in --out instead of the simulator: checkpoints in
+    /// <out>/checkpoints, coupons in <out>/coupons.csv; kill it and rerun with --restore latest.
+    #[arg(long)]
+    real: bool,
+    /// The output directory of --real.
+    #[arg(long, default_value = "demo-out")]
+    out: PathBuf,
+    /// With --real: resume from `latest` or a checkpoint id.
+    #[arg(long, requires = "real")]
+    restore: Option<String>,
 }
 
 #[derive(Args)]
@@ -294,6 +351,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo_command(&args),
         Command::Gen(args) => gen_command(&args),
         Command::Watermarks(args) => watermarks_command(&args),
         Command::Window(args) => window_command(&args),
@@ -306,6 +364,156 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn demo_command(args: &DemoArgs) -> Result<()> {
+    let disorder_ms = parse_duration_ms(&args.disorder)?;
+    let rules_text = match &args.rules {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io("cannot read rules", path, e))?,
+        None => DEMO_RULES.to_string(),
+    };
+    let input = match &args.events_file {
+        Some(path) => MarketingInput {
+            events: Arc::new(flowlab::marketing::events::read_file(path)?),
+            rules: Arc::new(rule_lines(&rules_text)),
+            disorder_ms,
+        },
+        None => {
+            let config = EventsConfig {
+                events: args.events,
+                users: args.users,
+                seed: args.events_seed,
+                disorder_ms,
+                ..EventsConfig::default()
+            };
+            MarketingInput::generated(&config, &rules_text)?
+        }
+    };
+    let checkpoint_interval_ms = parse_duration_ms(&args.checkpoint_interval)?;
+    let events = input.events.len() as u64;
+    println!(
+        "flowlab demo: real-time marketing over {events} user events and {} rule updates, {} workers",
+        input.rules.len(),
+        args.workers
+    );
+    let spinner = |message: &str| {
+        let bar = ProgressBar::new_spinner().with_message(message.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    };
+    let bar = spinner("reference run on threads, without faults or checkpoints");
+    let (expected, _) = run_threads(&input, args.workers)?;
+    bar.finish_and_clear();
+    let (output, verdict_of) = if args.real {
+        std::fs::create_dir_all(&args.out).map_err(|e| Error::io("cannot create", &args.out, e))?;
+        let store = FileStore::new(args.out.join("checkpoints")).map_err(|e| Error::Runtime(e.to_string()))?;
+        let mut checkpoint = CheckpointConfig::new(Arc::new(store));
+        checkpoint.interval_ms = checkpoint_interval_ms;
+        checkpoint.restore = match args.restore.as_deref() {
+            None => RestoreFrom::Nothing,
+            Some("latest") => RestoreFrom::Latest,
+            Some(id) => RestoreFrom::Checkpoint(
+                id.parse()
+                    .map_err(|_| Error::Usage(format!("--restore takes `latest` or a checkpoint id, not {id:?}")))?,
+            ),
+        };
+        let config = JobConfig::threads("marketing", args.workers)
+            .with_checkpoints(checkpoint, RestartStrategy::FixedDelay { attempts: 3, delay_ms: 100 });
+        let files = RealFiles::in_dir(&args.out);
+        let (output, report) = with_progress(&config.metrics, Some(events), || run_real(&input, &config, &files))?;
+        for note in &report.notes {
+            println!("{note}");
+        }
+        let completed = report.checkpoints.iter().filter(|c| c.status == CheckpointStatus::Completed).count();
+        println!(
+            "threads: {completed} checkpoints completed in {}, {} restarts",
+            args.out.join("checkpoints").display(),
+            report.restarts
+        );
+        println!("files: {}, {}, {}", files.coupons.display(), files.rejected.display(), files.late.display());
+        (output, "the files")
+    } else {
+        let mut check = MarketingCheck::new(input.clone(), args.workers);
+        check.swarm = false;
+        check.keep_trace = true;
+        check.checkpoint_interval_ms = checkpoint_interval_ms;
+        check.bounds.crash_probability_max = args.crash_probability;
+        check.bounds.crashes_max = args.crashes_max;
+        let bar = progress_bar(Some(events), "simulating (replays after crashes count again)");
+        let metrics = check.metrics.clone();
+        let run = std::thread::scope(|scope| {
+            let (done, finished) = std::sync::mpsc::channel::<()>();
+            let bar = &bar;
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(Duration::from_millis(100))
+                {
+                    bar.set_position(metrics.total("source: user events", |m| m.records_out));
+                }
+            });
+            let run = check.run(args.seed);
+            drop(done);
+            run
+        })?;
+        bar.finish_and_clear();
+        let simulation = &run.simulation;
+        println!(
+            "simulation (seed {}): {} crashes survived, {} restarts, {}/{} checkpoints completed, {} steps, {} virtual ms, trace {:016x}",
+            args.seed,
+            simulation.crashes,
+            run.restarts,
+            run.checkpoints_completed(),
+            run.checkpoints.len(),
+            simulation.steps,
+            simulation.end_ms,
+            simulation.trace_hash()
+        );
+        let title = format!(
+            "flowlab demo, seed {}: {} coupons, {} crashes, {} checkpoints",
+            args.seed,
+            run.output.coupons.len(),
+            simulation.crashes,
+            run.checkpoints_completed()
+        );
+        write_text(&args.report, &flowlab::marketing::report::svg(&title, &run))?;
+        println!("report: {} (coupons committed over time, checkpoints, crashes)", args.report.display());
+        (run.output, "the simulated run with crashes")
+    };
+    print_demo_summary(events, &input, &expected, &output);
+    if output == expected {
+        println!(
+            "exactly-once: OK — {verdict_of} committed exactly the {} coupons of the fault-free run (digest {:016x})",
+            output.coupons.len(),
+            output.digest()
+        );
+        Ok(())
+    } else {
+        let missing = expected.coupons.iter().filter(|c| !output.coupons.contains(c)).count();
+        let extra = output.coupons.len() + missing - expected.coupons.len();
+        Err(Error::Runtime(format!(
+            "exactly-once violated: {verdict_of} committed {} coupons, the fault-free run {} ({missing} missing, {extra} extra)",
+            output.coupons.len(),
+            expected.coupons.len()
+        )))
+    }
+}
+
+fn print_demo_summary(events: u64, input: &MarketingInput, expected: &MarketingOutput, output: &MarketingOutput) {
+    println!("events: {events} ({} too late, on a side output)", output.late.len());
+    println!(
+        "rules: {} updates, {} accepted, {} rejected",
+        input.rules.len(),
+        input.rules.len() - output.rejected.len(),
+        output.rejected.len()
+    );
+    for rejected in &output.rejected {
+        println!("  rejected line {}: {}", rejected.line, rejected.reason);
+    }
+    println!("coupons per rule (fault-free run / this run):");
+    let (want, got) = (expected.coupons_per_rule(), output.coupons_per_rule());
+    for rule in want.keys().chain(got.keys()).collect::<std::collections::BTreeSet<_>>() {
+        println!("  {rule:<20} {:>6} / {:>6}", want.get(rule).unwrap_or(&0), got.get(rule).unwrap_or(&0));
     }
 }
 
@@ -392,10 +600,11 @@ fn window_job(args: &WindowArgs) -> Result<WindowJob> {
 fn window_command(args: &WindowArgs) -> Result<()> {
     let job = window_job(args)?;
     let aggregates = Aggregate::parse_list(&args.agg)?;
-    let config = args.checkpoints.apply(JobConfig::threads("window", args.parallelism))?;
-    if config.checkpoint.is_some() && args.output.is_none() {
+    if args.checkpoints.checkpoint_dir.is_some() && args.output.is_none() {
+        // Refused before the store creates the directory.
         return Err(Error::Usage("--checkpoint-dir needs --output: exactly-once output goes to a file".to_string()));
     }
+    let config = args.checkpoints.apply(JobConfig::threads("window", args.parallelism))?;
     let (rows, late_lines) = match &args.output {
         Some(path) => {
             let (rows, late, report) =
@@ -430,7 +639,12 @@ fn window_command(args: &WindowArgs) -> Result<()> {
     }
     let destination =
         args.late_output.as_ref().map_or("counted".to_string(), |p| format!("written to {}", p.display()));
-    eprintln!("{rows} window firings; {} elements too late for every window ({destination})", late_lines.len());
+    // After a restore, earlier runs wrote part of the rows; the late lines come from the committed file.
+    let this_run = if args.checkpoints.restore.is_some() { " by this run" } else { "" };
+    eprintln!(
+        "{rows} window firings{this_run}; {} elements too late for every window ({destination})",
+        late_lines.len()
+    );
     Ok(())
 }
 
@@ -460,16 +674,19 @@ fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
 /// Runs `run` while a progress spinner shows how many records the sources have read.
 fn with_progress<T>(metrics: &MetricsRegistry, total: Option<u64>, run: impl FnOnce() -> Result<T>) -> Result<T> {
     let bar = progress_bar(total, "reading");
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let bar = &bar;
+        scope.spawn(move || {
+            // Dropping `done` wakes this at once: the run is not kept waiting for the next tick.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(Duration::from_millis(100))
+            {
                 bar.set_position(metrics.total("source:", |m| m.records_out));
-                std::thread::sleep(Duration::from_millis(100));
             }
         });
         let result = run();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(done);
         bar.finish_and_clear();
         result
     })
@@ -609,34 +826,98 @@ impl SimArgs {
         command
     }
 
-    fn check(&self) -> Result<Check> {
-        if self.job != "window-count" {
-            return Err(Error::Usage(format!("unknown job {:?}; built-in jobs: window-count", self.job)));
-        }
-        let mut check = Check::window_count(self.events, self.keys, self.workers);
-        check.input.validate()?;
-        check.faults = Faults::parse(&self.faults)?;
-        check.bounds = FaultBounds {
+    fn check(&self) -> Result<SimJob> {
+        let faults = Faults::parse(&self.faults)?;
+        let bounds = FaultBounds {
             delay_ms_max: parse_duration_ms(&self.delay_max)?,
             clog_probability_max: self.clog_max,
             stall_probability_max: self.stall_max,
             crash_probability_max: self.crash_max,
             crashes_max: self.crashes_max,
         };
-        check.checkpoint_interval_ms = parse_duration_ms(&self.checkpoint_interval)?;
-        check.keep_trace = self.trace.is_some();
-        Ok(check)
+        let checkpoint_interval_ms = parse_duration_ms(&self.checkpoint_interval)?;
+        match self.job.as_str() {
+            "window-count" => {
+                let mut check = Check::window_count(self.events, self.keys, self.workers);
+                check.input.validate()?;
+                check.faults = faults;
+                check.bounds = bounds;
+                check.checkpoint_interval_ms = checkpoint_interval_ms;
+                check.keep_trace = self.trace.is_some();
+                Ok(SimJob::WindowCount(check))
+            }
+            "marketing" => {
+                let events = EventsConfig { events: self.events, users: self.keys, ..EventsConfig::default() };
+                let mut check = MarketingCheck::new(MarketingInput::generated(&events, DEMO_RULES)?, self.workers);
+                check.faults = faults;
+                check.bounds = bounds;
+                check.checkpoint_interval_ms = checkpoint_interval_ms;
+                check.keep_trace = self.trace.is_some();
+                Ok(SimJob::Marketing(Box::new(check)))
+            }
+            other => Err(Error::Usage(format!("unknown job {other:?}; built-in jobs: window-count, marketing"))),
+        }
+    }
+}
+
+/// A built-in job `flowlab sim` checks.
+enum SimJob {
+    WindowCount(Check),
+    Marketing(Box<MarketingCheck>),
+}
+
+/// What `flowlab sim` reports of one seed's run.
+struct SimSeedRun {
+    digest: u64,
+    simulation: flowlab_sim::SimReport,
+    restarts: u32,
+    checkpoints_completed: usize,
+    checkpoints_total: usize,
+}
+
+impl SimJob {
+    /// The digest of the job's output run on threads without faults.
+    fn expected_digest(&self) -> Result<u64> {
+        match self {
+            SimJob::WindowCount(check) => Ok(check.expected()?.digest()),
+            SimJob::Marketing(check) => Ok(run_threads(&check.input, check.workers)?.0.digest()),
+        }
+    }
+
+    fn run(&self, seed: u64) -> Result<SimSeedRun> {
+        match self {
+            SimJob::WindowCount(check) => {
+                let run = check.run(seed)?;
+                Ok(SimSeedRun {
+                    digest: run.committed.digest(),
+                    restarts: run.restarts,
+                    checkpoints_completed: run.checkpoints_completed(),
+                    checkpoints_total: run.checkpoints.len(),
+                    simulation: run.simulation,
+                })
+            }
+            SimJob::Marketing(check) => {
+                let run = check.run(seed)?;
+                Ok(SimSeedRun {
+                    digest: run.output.digest(),
+                    restarts: run.restarts,
+                    checkpoints_completed: run.checkpoints_completed(),
+                    checkpoints_total: run.checkpoints.len(),
+                    simulation: run.simulation,
+                })
+            }
+        }
     }
 }
 
 /// One seed's line and verdict (empty when it passed).
-fn sim_seed(check: &Check, args: &SimArgs, expected: u64, seed: u64) -> (String, Vec<String>) {
+fn sim_seed(check: &SimJob, args: &SimArgs, expected: u64, seed: u64) -> (String, Vec<String>) {
     let mut verdict = Vec::new();
     let run = match check.run(seed) {
         Ok(run) => run,
         Err(error) => return (format!("seed {seed:>6}  FAIL: {error}"), vec![error.to_string()]),
     };
-    let digest = run.committed.digest();
+    let digest = run.digest;
     let hash = run.simulation.trace_hash();
     if digest != expected {
         verdict.push(format!("committed output {digest:016x} differs from the fault-free output"));
@@ -646,8 +927,8 @@ fn sim_seed(check: &Check, args: &SimArgs, expected: u64, seed: u64) -> (String,
             Ok(again) if again.simulation.trace_hash() != hash => {
                 verdict.push(format!("second run's trace hash {:016x} differs", again.simulation.trace_hash()))
             }
-            Ok(again) if again.committed.digest() != digest => {
-                verdict.push(format!("second run's output {:016x} differs", again.committed.digest()))
+            Ok(again) if again.digest != digest => {
+                verdict.push(format!("second run's output {:016x} differs", again.digest))
             }
             Ok(_) => {}
             Err(error) => verdict.push(format!("second run failed: {error}")),
@@ -668,11 +949,7 @@ fn sim_seed(check: &Check, args: &SimArgs, expected: u64, seed: u64) -> (String,
     let status = if verdict.is_empty() { "ok".to_string() } else { format!("FAIL: {}", verdict.join("; ")) };
     let line = format!(
         "seed {seed:>6}  trace {hash:016x}  steps {:>7}  crashes {}  restarts {}  checkpoints {}/{}  {status}",
-        run.simulation.steps,
-        run.simulation.crashes,
-        run.restarts,
-        run.checkpoints_completed(),
-        run.checkpoints_completed() + run.checkpoints_failed(),
+        run.simulation.steps, run.simulation.crashes, run.restarts, run.checkpoints_completed, run.checkpoints_total,
     );
     (line, verdict)
 }
@@ -686,7 +963,7 @@ fn sim_command(args: &SimArgs) -> Result<()> {
         return Err(Error::Usage("--trace writes the trace of one seed: use it with --seed".to_string()));
     }
     let check = args.check()?;
-    let expected = check.expected()?.digest();
+    let expected = check.expected_digest()?;
     println!(
         "{} over {} events, {} workers, faults {}; fault-free output digest {expected:016x}",
         args.job, args.events, args.workers, args.faults

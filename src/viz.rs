@@ -136,6 +136,118 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
     svg
 }
 
+/// What happened over a run's (virtual) processing time, for [`timeline_svg`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timeline {
+    /// When the run ended (ms).
+    pub end_ms: i64,
+    /// A cumulative count over time: `(ms, total so far)`, in time order.
+    pub committed: Vec<(i64, u64)>,
+    /// What `committed` counts, e.g. "coupons committed".
+    pub committed_label: String,
+    /// Checkpoints: `(trigger ms, end ms, completed)`.
+    pub checkpoints: Vec<(i64, i64, bool)>,
+    /// Crashes (ms).
+    pub crashes: Vec<i64>,
+}
+
+/// Draws a run's time line: the committed count as a step line, each checkpoint as a bar from its
+/// trigger to its end (green: completed, grey: failed), each crash as a red line.
+pub fn timeline_svg(title: &str, timeline: &Timeline) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#, escape(title));
+    let end_ms = timeline.end_ms.max(1);
+    let total = timeline.committed.last().map_or(0, |(_, total)| *total).max(1);
+    let plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
+    // The lower band shows checkpoints; the plot above it the committed count.
+    let band_h = 36.0;
+    let plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM - band_h;
+    let (bottom, right) = (MARGIN_TOP + plot_h, MARGIN_LEFT + plot_w);
+    let x = |ms: i64| MARGIN_LEFT + ms.clamp(0, end_ms) as f64 / end_ms as f64 * plot_w;
+    let y = |count: u64| MARGIN_TOP + plot_h - count as f64 / total as f64 * plot_h;
+
+    let _ = writeln!(svg, r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##);
+    for fraction in [0.0, 0.5, 1.0] {
+        let ms = (end_ms as f64 * fraction) as i64;
+        let count = (total as f64 * fraction) as u64;
+        let _ =
+            writeln!(svg, r#"<text x="{:.1}" y="{}" text-anchor="middle">{ms}</text>"#, x(ms), bottom + band_h + 18.0);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{count}</text>"#,
+            MARGIN_LEFT - 6.0,
+            y(count) + 4.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">processing time (ms, virtual in the simulator)</text>"#,
+        MARGIN_LEFT + plot_w / 2.0,
+        HEIGHT - 10.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        MARGIN_TOP + plot_h / 2.0,
+        escape(&timeline.committed_label)
+    );
+
+    let _ = writeln!(svg, r#"<g>"#);
+    for &(trigger_ms, end, completed) in &timeline.checkpoints {
+        let colour = if completed { "#2ca02c" } else { "#b0b0b0" };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="{colour}" fill-opacity="0.7"/>"#,
+            x(trigger_ms),
+            bottom + 10.0,
+            (x(end) - x(trigger_ms)).max(1.0)
+        );
+    }
+    let _ = writeln!(svg, "</g>");
+
+    let mut line = format!("M{MARGIN_LEFT:.1} {:.1} ", y(0));
+    for &(ms, count) in &timeline.committed {
+        let _ = write!(line, "H{:.1} V{:.1} ", x(ms), y(count));
+    }
+    let _ = write!(line, "H{right:.1}");
+    let _ = writeln!(svg, r##"<path d="{line}" fill="none" stroke="#1f5fbf" stroke-width="2"/>"##);
+
+    for &crash_ms in &timeline.crashes {
+        let _ = writeln!(
+            svg,
+            r##"<path d="M{:.1} {MARGIN_TOP} V{:.1}" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3"/>"##,
+            x(crash_ms),
+            bottom + band_h
+        );
+    }
+
+    let legend_x = MARGIN_LEFT + 12.0;
+    let _ = writeln!(
+        svg,
+        r##"<g><path d="M{legend_x} {MARGIN_TOP} h20" stroke="#1f5fbf" stroke-width="2"/><text x="{}" y="{}">{} ({})</text><rect x="{legend_x}" y="{}" width="20" height="10" fill="#2ca02c" fill-opacity="0.7"/><text x="{}" y="{}">checkpoint, trigger to completion ({})</text><path d="M{} {} h20" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3"/><text x="{}" y="{}">crash ({})</text></g>"##,
+        legend_x + 26.0,
+        MARGIN_TOP + 4.0,
+        escape(&timeline.committed_label),
+        timeline.committed.last().map_or(0, |(_, total)| *total),
+        MARGIN_TOP + 12.0,
+        legend_x + 26.0,
+        MARGIN_TOP + 21.0,
+        timeline.checkpoints.iter().filter(|(_, _, completed)| *completed).count(),
+        legend_x,
+        MARGIN_TOP + 34.0,
+        legend_x + 26.0,
+        MARGIN_TOP + 38.0,
+        timeline.crashes.len()
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

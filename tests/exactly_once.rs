@@ -79,6 +79,12 @@ fn run_into(config: &JobConfig, sim: Option<SimConfig>, sinks: &Sinks) -> (Commi
         None => execute(config, job),
     }
     .expect("the job runs");
+    // Committed output is final: readers may have seen it.
+    assert_eq!(
+        tumbling.retracted() + sessions.retracted() + late.retracted(),
+        0,
+        "a restore took back committed output"
+    );
     let committed = Committed {
         tumbling: timed(tumbling.records()),
         sessions: timed(sessions.records()),

@@ -16,21 +16,27 @@
 //! source that can fall silent should be marked idle (`WatermarkStrategy::with_idleness`).
 
 use std::any::Any;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::rc::Rc;
-use std::time::Duration;
 
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::CapabilitySet;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::operators::core::{Concat, Map};
+use timely::dataflow::operators::generic::Operator as _;
 use timely::dataflow::operators::vec::Broadcast as _;
 
 use super::process::ProcessContext;
 use super::{Data, Key, KeyedStream, OperatorKind, Partitioning, Stream};
-use crate::metrics::OperatorMetrics;
-use crate::state::{KeyedStateBackend, MapStateDescriptor, StateData, StateDescriptor, TimerService};
-use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
+use crate::error::Result;
+use crate::runtime::{Emit, KeyedEngine, keyed_operator_at};
+use crate::state::snapshot::{SnapshotError, SnapshotKind, decode, encode};
+use crate::state::{
+    KeyedStateBackend, MapStateDescriptor, StateData, StateDescriptor, TimerService, key_group, key_group_range,
+};
+use crate::time::{Record, Time, WATERMARK_MAX, WATERMARK_MIN};
 use crate::window::TimeDomain;
 
 /// A stream every worker receives in full.
@@ -50,9 +56,75 @@ impl<'scope, B: Data> Stream<'scope, B> {
 
 /// State every worker holds the same copy of: maps named by descriptors (Flink's
 /// `BroadcastState`). Only the broadcast side may change it.
+///
+/// Maps are kept type-erased so that the operator can snapshot them; a restored map stays encoded
+/// until the function first reads it through its descriptor, which gives it back its types.
 #[derive(Default)]
 pub struct BroadcastState {
-    maps: BTreeMap<String, Box<dyn Any>>,
+    maps: BTreeMap<String, BroadcastMap>,
+}
+
+/// One named map: typed once used, or the encoded bytes a restore brought back.
+struct BroadcastMap {
+    typed: OnceCell<Box<dyn ErasedMap>>,
+    encoded: Vec<u8>,
+}
+
+/// A `BTreeMap<UK, UV>` behind a type-erased face that can encode itself.
+trait ErasedMap: Any {
+    fn encode(&self) -> Vec<u8>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<UK: StateData + Ord, UV: StateData> ErasedMap for BTreeMap<UK, UV> {
+    fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("state values serialise")
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl BroadcastMap {
+    /// The map as `BTreeMap<UK, UV>`, decoding restored bytes on first use.
+    fn typed<UK: StateData + Ord, UV: StateData>(&self, name: &str) -> &BTreeMap<UK, UV> {
+        self.typed
+            .get_or_init(|| decode_map::<UK, UV>(name, &self.encoded))
+            .as_any()
+            .downcast_ref::<BTreeMap<UK, UV>>()
+            .unwrap_or_else(|| panic!("broadcast state {name:?} is used with two types"))
+    }
+
+    fn typed_mut<UK: StateData + Ord, UV: StateData>(&mut self, name: &str) -> &mut BTreeMap<UK, UV> {
+        if self.typed.get().is_none() {
+            let _ = self.typed.set(decode_map::<UK, UV>(name, &self.encoded));
+        }
+        self.typed
+            .get_mut()
+            .expect("set above")
+            .as_any_mut()
+            .downcast_mut::<BTreeMap<UK, UV>>()
+            .unwrap_or_else(|| panic!("broadcast state {name:?} is used with two types"))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.typed.get().map_or_else(|| self.encoded.clone(), |map| map.encode())
+    }
+}
+
+fn decode_map<UK: StateData + Ord, UV: StateData>(name: &str, encoded: &[u8]) -> Box<dyn ErasedMap> {
+    if encoded.is_empty() {
+        return Box::new(BTreeMap::<UK, UV>::new());
+    }
+    // The bytes passed the checkpoint's checksums: failing here means the function reads the map
+    // with other types than it wrote it with, a programming error like a wrong downcast.
+    let map: BTreeMap<UK, UV> = bincode::deserialize(encoded)
+        .unwrap_or_else(|error| panic!("restored broadcast state {name:?} does not decode as these types: {error}"));
+    Box::new(map)
 }
 
 impl BroadcastState {
@@ -60,10 +132,7 @@ impl BroadcastState {
         &self,
         descriptor: &MapStateDescriptor<UK, UV>,
     ) -> Option<&BTreeMap<UK, UV>> {
-        self.maps.get(descriptor.name()).map(|map| {
-            map.downcast_ref::<BTreeMap<UK, UV>>()
-                .unwrap_or_else(|| panic!("broadcast state {:?} is used with two types", descriptor.name()))
-        })
+        self.maps.get(descriptor.name()).map(|map| map.typed(descriptor.name()))
     }
 
     fn map_mut<UK: StateData + Ord, UV: StateData>(
@@ -72,9 +141,20 @@ impl BroadcastState {
     ) -> &mut BTreeMap<UK, UV> {
         self.maps
             .entry(descriptor.name().to_string())
-            .or_insert_with(|| Box::new(BTreeMap::<UK, UV>::new()))
-            .downcast_mut::<BTreeMap<UK, UV>>()
-            .unwrap_or_else(|| panic!("broadcast state {:?} is used with two types", descriptor.name()))
+            .or_insert_with(|| BroadcastMap { typed: OnceCell::new(), encoded: Vec::new() })
+            .typed_mut(descriptor.name())
+    }
+
+    /// Every map, encoded, by name: what a snapshot keeps.
+    fn encode(&self) -> Vec<(String, Vec<u8>)> {
+        self.maps.iter().map(|(name, map)| (name.clone(), map.encode())).collect()
+    }
+
+    /// The state `encode` described; maps decode when first used.
+    fn decode(maps: Vec<(String, Vec<u8>)>) -> Self {
+        let maps =
+            maps.into_iter().map(|(name, encoded)| (name, BroadcastMap { typed: OnceCell::new(), encoded })).collect();
+        BroadcastState { maps }
     }
 
     /// The value for `key`.
@@ -117,6 +197,11 @@ pub struct BroadcastContext<'a, K, O> {
     state: &'a mut KeyedStateBackend<K>,
     timestamp_ms: i64,
     watermark_ms: i64,
+    /// The rule's watermark stamp: its place in the order of elements.
+    stamp_ms: i64,
+    /// Key groups restored from a worker that had already applied rules stamped below the value.
+    applied_below: &'a BTreeMap<u32, i64>,
+    max_parallelism: u32,
     out: &'a mut Vec<Record<O>>,
 }
 
@@ -134,6 +219,12 @@ impl<K: Key, O> BroadcastContext<'_, K, O> {
         mut visit: impl FnMut(&K, &mut KeyedStateBackend<K>),
     ) {
         for key in self.state.keys(descriptor) {
+            // After a restore on another parallelism, some keys come from a worker that had
+            // already applied this rule: applying it twice would not be exactly once.
+            let group = key_group(&key, self.max_parallelism);
+            if self.applied_below.get(&group).is_some_and(|&below| self.stamp_ms < below) {
+                continue;
+            }
             self.state.set_current_key(key.clone());
             visit(&key, self.state);
         }
@@ -179,10 +270,26 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
     }
 }
 
+/// Both inputs as one stream, so that one aligned keyed operator runs them: events arrive
+/// exchanged by key, rules on every worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Connected<D, B> {
+    Event(D),
+    Rule(B),
+}
+
+/// An element waiting for both inputs to pass its stamp.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Pending<K, D, B> {
     Rule(Record<B>),
     Event(K, Record<D>),
 }
+
+/// The key of a connected element: the event's, none for a rule.
+type ConnectedKey<K, D, B> = Rc<dyn Fn(&Connected<D, B>) -> Option<K>>;
+
+/// Where a pending element goes in the order: `(stamp, rules before events, arrival)`.
+type Place = (i64, u8, u64);
 
 impl<'scope, K: Key, D: Data, B: Data> ConnectedStreams<'scope, K, D, B> {
     /// Runs `function` over both streams; see the module docs for the order of rules and events.
@@ -194,151 +301,306 @@ impl<'scope, K: Key, D: Data, B: Data> ConnectedStreams<'scope, K, D, B> {
             OperatorKind::Keyed,
             &[(input.node, Partitioning::Hash), (self.broadcast.stream.node, Partitioning::Forward)],
         );
-        let metrics = env.metrics(node, "broadcast process");
-        let context = env.context().clone();
-        if context.checkpoints.is_some() {
-            // Refused rather than run without its state in the checkpoints: a restore would lose
-            // the rules and every key's state, silently.
-            context.failure.fail(crate::Error::Usage(
-                "the broadcast process operator does not take part in checkpoints yet; run this job without checkpoints"
-                    .to_string(),
-            ));
+        let events = match env.context().network.clone() {
+            Some(network) => route_events(input.stream.clone(), network.delayed(self.keyed.exchange())),
+            None => route_events(input.stream.clone(), self.keyed.exchange()),
+        };
+        let rules = self.broadcast.stream.stream.clone().map(|record: Record<B>| Record {
+            time_ms: record.time_ms,
+            watermark_ms: record.watermark_ms,
+            value: Connected::Rule(record.value),
+        });
+        let key = self.keyed.key_fn();
+        let connected_key: ConnectedKey<K, D, B> = Rc::new(move |value| match value {
+            Connected::Event(event) => Some(key(event)),
+            Connected::Rule(_) => None,
+        });
+        let max_parallelism = env.context().max_parallelism;
+        let mut state = KeyedStateBackend::new(max_parallelism);
+        function.open(&mut state);
+        let engine = BroadcastEngine {
+            function,
+            state,
+            timers: TimerService::new(),
+            rules: BroadcastState::default(),
+            watermark_ms: WATERMARK_MIN,
+            pending: BTreeMap::new(),
+            arrivals: 0,
+            applied_below: BTreeMap::new(),
+            max_parallelism,
+            instance: env.context().index,
+            instances: env.context().peers,
+        };
+        let output =
+            keyed_operator_at(&env, events.concat(rules), Pipeline, node, "broadcast process", connected_key, engine);
+        output.results
+    }
+}
+
+/// Sends every event to the worker of its key, tagged as an event.
+fn route_events<'scope, D: Data, B: Data>(
+    events: StreamVec<'scope, Time, Record<D>>,
+    pact: impl ParallelizationContract<Time, Vec<Record<D>>>,
+) -> StreamVec<'scope, Time, Record<Connected<D, B>>> {
+    events.unary(pact, "route events", |_capability, _info| {
+        move |input, output| {
+            input.for_each(|time, data| {
+                output.session(&time).give_iterator(data.drain(..).map(|record: Record<D>| Record {
+                    time_ms: record.time_ms,
+                    watermark_ms: record.watermark_ms,
+                    value: Connected::Event(record.value),
+                }));
+            });
         }
-        let key: Rc<dyn Fn(&D) -> K> = self.keyed.key_fn();
-        let mut builder = OperatorBuilder::new("broadcast process".to_string(), env.scope());
-        let activator = env.scope().activator_for(builder.operator_info().address);
-        let mut events_input = builder.new_input(input.stream.clone(), self.keyed.exchange());
-        let mut rules_input = builder.new_input(self.broadcast.stream.stream.clone(), Pipeline);
-        let (output, stream) = builder.new_output();
-        let mut output = OutputBuilder::from(output);
+    })
+}
 
-        builder.build(move |mut capabilities| {
-            let mut held = CapabilitySet::from_elem(capabilities.pop().expect("one output"));
-            let mut state = KeyedStateBackend::new(context.max_parallelism);
-            function.open(&mut state);
-            let mut timers: TimerService<K> = TimerService::new();
-            let mut rules = BroadcastState::default();
-            let mut watermark_ms = WATERMARK_MIN;
-            // `(stamp, rules before events, arrival)` → element.
-            let mut pending: BTreeMap<(i64, u8, u64), Pending<K, D, B>> = BTreeMap::new();
-            let mut arrivals: u64 = 0;
-            let mut results: Vec<Record<F::Output>> = Vec::new();
+/// The broadcast process function as a [`KeyedEngine`]: elements wait in stamp order until the
+/// watermark — the least over both inputs — passes them.
+struct BroadcastEngine<K: Ord, D, B, F> {
+    function: F,
+    state: KeyedStateBackend<K>,
+    timers: TimerService<K>,
+    rules: BroadcastState,
+    /// Everything stamped below it has been processed, and every event-time timer at or below it
+    /// has fired.
+    watermark_ms: i64,
+    pending: BTreeMap<Place, Pending<K, D, B>>,
+    arrivals: u64,
+    /// Key groups restored from a worker whose watermark was ahead of this instance's restored
+    /// one: rules stamped below the value were already applied to their keyed state.
+    applied_below: BTreeMap<u32, i64>,
+    max_parallelism: u32,
+    instance: usize,
+    instances: usize,
+}
 
-            move |frontiers| {
-                let now_ms = context.clock.now_ms();
-                rules_input.for_each(|_time, data: &mut Vec<Record<B>>| {
-                    for record in data.drain(..) {
-                        arrivals += 1;
-                        pending.insert((record.watermark_ms, 0, arrivals), Pending::Rule(record));
-                    }
-                });
-                events_input.for_each(|_time, data: &mut Vec<Record<D>>| {
-                    OperatorMetrics::add(&metrics.records_in, data.len());
-                    for record in data.drain(..) {
-                        arrivals += 1;
-                        pending.insert((record.watermark_ms, 1, arrivals), Pending::Event(key(&record.value), record));
-                    }
-                });
-                // Nothing with a stamp below `safe` can still arrive on either input.
-                let safe = frontiers
-                    .iter()
-                    .flat_map(|frontier| frontier.frontier().iter().map(|time| time.inner).collect::<Vec<_>>())
-                    .min()
-                    .map_or(WATERMARK_MAX, |coordinate| coordinate.saturating_sub(1));
-                let fire = |function: &mut F,
-                            state: &mut KeyedStateBackend<K>,
-                            timers: &mut TimerService<K>,
-                            rules: &BroadcastState,
-                            watermark_ms: &mut i64,
-                            to_ms: i64,
-                            results: &mut Vec<Record<F::Output>>| {
-                    if to_ms <= *watermark_ms {
-                        return;
-                    }
-                    let previous = *watermark_ms;
-                    *watermark_ms = to_ms;
-                    while let Some((time_ms, key)) = timers.pop_event_time(to_ms) {
-                        let mut ctx =
-                            ProcessContext::new(&key, time_ms, to_ms, now_ms, previous, true, state, timers, results);
-                        function.on_timer(time_ms, TimeDomain::EventTime, rules, &mut ctx);
-                    }
+/// One instance's part of a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct BroadcastSnapshot<K, D, B> {
+    instance: usize,
+    instances: usize,
+    watermark_ms: i64,
+    arrivals: u64,
+    maps: Vec<(String, Vec<u8>)>,
+    rules: Vec<(Place, Record<B>)>,
+    /// Pending events and `applied_below`, by key group.
+    groups: BTreeMap<u32, GroupSnapshot<K, D>>,
+    keyed_state: Vec<u8>,
+    timers: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupSnapshot<K, D> {
+    applied_below: Option<i64>,
+    events: Vec<(Place, K, Record<D>)>,
+}
+
+impl<K: Key, D: Data, B: Data, F: KeyedBroadcastProcessFunction<K, D, B>> BroadcastEngine<K, D, B, F> {
+    /// Moves the watermark to `to_ms` and fires the event-time timers up to it, in time order.
+    fn fire(&mut self, to_ms: i64, now_ms: i64, results: &mut Vec<Record<F::Output>>) {
+        if to_ms <= self.watermark_ms {
+            return;
+        }
+        let previous = self.watermark_ms;
+        self.watermark_ms = to_ms;
+        while let Some((time_ms, key)) = self.timers.pop_event_time(to_ms) {
+            let mut ctx = ProcessContext::new(
+                &key,
+                time_ms,
+                to_ms,
+                now_ms,
+                previous,
+                true,
+                &mut self.state,
+                &mut self.timers,
+                results,
+            );
+            self.function.on_timer(time_ms, TimeDomain::EventTime, &self.rules, &mut ctx);
+        }
+    }
+
+    /// Processes one element at its place: timers at or below its stamp fire first.
+    fn process(&mut self, stamp: i64, element: Pending<K, D, B>, now_ms: i64, results: &mut Vec<Record<F::Output>>) {
+        self.fire(stamp, now_ms, results);
+        match element {
+            Pending::Rule(record) => {
+                let mut ctx = BroadcastContext {
+                    broadcast: &mut self.rules,
+                    state: &mut self.state,
+                    timestamp_ms: record.time_ms,
+                    watermark_ms: self.watermark_ms,
+                    stamp_ms: stamp,
+                    applied_below: &self.applied_below,
+                    max_parallelism: self.max_parallelism,
+                    out: results,
                 };
-                while let Some(entry) = pending.first_entry() {
-                    if entry.key().0 >= safe && safe != WATERMARK_MAX {
-                        break;
-                    }
-                    let ((stamp, ..), element) = entry.remove_entry();
-                    match element {
-                        Pending::Rule(record) => {
-                            let mut ctx = BroadcastContext {
-                                broadcast: &mut rules,
-                                state: &mut state,
-                                timestamp_ms: record.time_ms,
-                                watermark_ms,
-                                out: &mut results,
-                            };
-                            function.process_broadcast_element(record.value, &mut ctx);
-                        }
-                        Pending::Event(key, record) => {
-                            fire(
-                                &mut function,
-                                &mut state,
-                                &mut timers,
-                                &rules,
-                                &mut watermark_ms,
-                                stamp,
-                                &mut results,
-                            );
-                            let mut ctx = ProcessContext::new(
-                                &key,
-                                record.time_ms,
-                                watermark_ms,
-                                now_ms,
-                                watermark_ms,
-                                false,
-                                &mut state,
-                                &mut timers,
-                                &mut results,
-                            );
-                            function.process_element(record.value, &rules, &mut ctx);
-                        }
-                    }
+                self.function.process_broadcast_element(record.value, &mut ctx);
+            }
+            Pending::Event(key, record) => {
+                let watermark_ms = self.watermark_ms;
+                let mut ctx = ProcessContext::new(
+                    &key,
+                    record.time_ms,
+                    watermark_ms,
+                    now_ms,
+                    watermark_ms,
+                    false,
+                    &mut self.state,
+                    &mut self.timers,
+                    results,
+                );
+                self.function.process_element(record.value, &self.rules, &mut ctx);
+            }
+        }
+    }
+}
+
+impl<K: Key, D: Data, B: Data, F: KeyedBroadcastProcessFunction<K, D, B>> KeyedEngine<Option<K>, Connected<D, B>>
+    for BroadcastEngine<K, D, B, F>
+{
+    type Output = F::Output;
+    const EMITS_LATE: bool = false;
+
+    fn on_element(
+        &mut self,
+        key: Option<K>,
+        record: Record<Connected<D, B>>,
+        _now_ms: i64,
+        _emit: &mut Emit<'_, Connected<D, B>, F::Output>,
+    ) -> Result<()> {
+        self.arrivals += 1;
+        let Record { time_ms, watermark_ms, value } = record;
+        let (rank, element) = match (value, key) {
+            (Connected::Rule(rule), _) => (0, Pending::Rule(Record { time_ms, watermark_ms, value: rule })),
+            (Connected::Event(event), Some(key)) => {
+                (1, Pending::Event(key, Record { time_ms, watermark_ms, value: event }))
+            }
+            (Connected::Event(_), None) => unreachable!("every event has a key"),
+        };
+        self.pending.insert((watermark_ms, rank, self.arrivals), element);
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, Connected<D, B>, F::Output>) {
+        // Nothing stamped below the watermark can still arrive on either input; at the end of
+        // input (`WATERMARK_MAX`) everything is processed.
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 >= watermark_ms && watermark_ms != WATERMARK_MAX {
+                break;
+            }
+            let ((stamp, ..), element) = entry.remove_entry();
+            self.process(stamp, element, now_ms, emit.results);
+        }
+        self.fire(watermark_ms, now_ms, emit.results);
+    }
+
+    fn advance_processing_time(&mut self, now_ms: i64, emit: &mut Emit<'_, Connected<D, B>, F::Output>) {
+        let watermark_ms = self.watermark_ms;
+        while let Some((time_ms, key)) = self.timers.pop_processing_time(now_ms) {
+            let mut ctx = ProcessContext::new(
+                &key,
+                time_ms,
+                watermark_ms,
+                now_ms,
+                watermark_ms,
+                true,
+                &mut self.state,
+                &mut self.timers,
+                emit.results,
+            );
+            self.function.on_timer(time_ms, TimeDomain::ProcessingTime, &self.rules, &mut ctx);
+        }
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.timers.next_processing_time()
+    }
+
+    fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
+        let mut groups: BTreeMap<u32, GroupSnapshot<K, D>> = BTreeMap::new();
+        for (&group, &below) in &self.applied_below {
+            if below > self.watermark_ms {
+                groups.entry(group).or_insert_with(GroupSnapshot::empty).applied_below = Some(below);
+            }
+        }
+        let mut rules = Vec::new();
+        for (&place, element) in &self.pending {
+            match element {
+                Pending::Rule(record) => rules.push((place, record.clone())),
+                Pending::Event(key, record) => groups
+                    .entry(key_group(key, max_parallelism))
+                    .or_insert_with(GroupSnapshot::empty)
+                    .events
+                    .push((place, key.clone(), record.clone())),
+            }
+        }
+        let snapshot = BroadcastSnapshot {
+            instance: self.instance,
+            instances: self.instances,
+            watermark_ms: self.watermark_ms,
+            arrivals: self.arrivals,
+            maps: self.rules.encode(),
+            rules,
+            groups,
+            keyed_state: self.state.snapshot(),
+            timers: self.timers.snapshot(),
+        };
+        encode(SnapshotKind::BroadcastState, &snapshot)
+    }
+
+    fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: Range<u32>) -> Result<(), SnapshotError> {
+        let mut decoded: Vec<BroadcastSnapshot<K, D, B>> = Vec::with_capacity(snapshots.len());
+        for bytes in snapshots {
+            decoded.push(decode(SnapshotKind::BroadcastState, bytes)?);
+        }
+        // The broadcast side restores from the instance that had processed the least: every
+        // instance saw the same rules in the same order, so its rules are a prefix of the others'.
+        let Some(behind) = decoded.iter().min_by_key(|snapshot| snapshot.watermark_ms) else {
+            return Ok(());
+        };
+        let watermark_ms = behind.watermark_ms;
+        let mut pending: BTreeMap<Place, Pending<K, D, B>> =
+            behind.rules.iter().map(|(place, rule)| (*place, Pending::Rule(rule.clone()))).collect();
+        let rules = BroadcastState::decode(behind.maps.clone());
+        let mut arrivals = decoded.iter().map(|snapshot| snapshot.arrivals).max().unwrap_or(0);
+        let mut applied_below = BTreeMap::new();
+        for snapshot in &decoded {
+            let owned = key_group_range(snapshot.instance, self.max_parallelism, snapshot.instances);
+            for group in key_groups.clone().filter(|group| owned.contains(group)) {
+                let entry = snapshot.groups.get(&group);
+                let below = entry.and_then(|entry| entry.applied_below).unwrap_or(snapshot.watermark_ms);
+                if below > watermark_ms {
+                    applied_below.insert(group, below);
                 }
-                fire(&mut function, &mut state, &mut timers, &rules, &mut watermark_ms, safe, &mut results);
-                while let Some((time_ms, key)) = timers.pop_processing_time(now_ms) {
-                    let mut ctx = ProcessContext::new(
-                        &key,
-                        time_ms,
-                        watermark_ms,
-                        now_ms,
-                        watermark_ms,
-                        true,
-                        &mut state,
-                        &mut timers,
-                        &mut results,
-                    );
-                    function.on_timer(time_ms, TimeDomain::ProcessingTime, &rules, &mut ctx);
-                }
-                metrics.set_watermark(watermark_ms);
-                if !results.is_empty() {
-                    OperatorMetrics::add(&metrics.records_out, results.len());
-                    output.activate().session(&held).give_iterator(results.drain(..));
-                }
-                let mut frontier = timely::progress::Antichain::new();
-                for input in frontiers {
-                    for time in input.frontier().iter() {
-                        frontier.insert(*time);
-                    }
-                }
-                held.downgrade(frontier.iter());
-                if !frontier.is_empty()
-                    && let Some(next_ms) = timers.next_processing_time()
-                {
-                    activator
-                        .activate_after(Duration::from_millis((next_ms + 1 - context.clock.now_ms()).max(0) as u64));
+                // Fresh arrival numbers: two old instances numbered theirs independently.
+                for ((stamp, rank, _), key, record) in entry.map_or(&[][..], |entry| &entry.events[..]) {
+                    arrivals += 1;
+                    pending.insert((*stamp, *rank, arrivals), Pending::Event(key.clone(), record.clone()));
                 }
             }
-        });
-        Stream::new(env, stream, node, false)
+        }
+        let keyed_state: Vec<Vec<u8>> = decoded.iter().map(|snapshot| snapshot.keyed_state.clone()).collect();
+        let timers: Vec<Vec<u8>> = decoded.iter().map(|snapshot| snapshot.timers.clone()).collect();
+        let mut restored_timers = TimerService::default();
+        restored_timers.restore(&timers, key_groups.clone(), self.max_parallelism)?;
+        self.state.restore(&keyed_state, key_groups)?;
+        self.timers = restored_timers;
+        self.rules = rules;
+        self.watermark_ms = watermark_ms;
+        self.pending = pending;
+        self.arrivals = arrivals;
+        self.applied_below = applied_below;
+        Ok(())
+    }
+}
+
+impl<K, D> GroupSnapshot<K, D> {
+    fn empty() -> Self {
+        GroupSnapshot { applied_below: None, events: Vec::new() }
     }
 }

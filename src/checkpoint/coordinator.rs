@@ -26,8 +26,10 @@ use crate::time::Clock;
 pub enum RestoreFrom {
     /// Nothing: a fresh start. New checkpoints get ids above any already in the store.
     Nothing,
-    /// The newest complete checkpoint that verifies (falling back over damaged ones), or a fresh
-    /// start if the store has none.
+    /// The newest complete checkpoint of the newest run that verifies (falling back over damaged
+    /// ones), or a fresh start if that run has none. A fresh start records in the store where
+    /// its run begins ([`CheckpointStore::begin_run`]), so that a run killed before its first
+    /// checkpoint is never restored from the checkpoints of an earlier run.
     Latest,
     /// This checkpoint (or savepoint); an error if it is missing or damaged.
     Checkpoint(u64),
@@ -220,15 +222,31 @@ impl Coordinator {
         }
         let store = &config.store;
         let mut notes = Vec::new();
+        // Checkpoints older than the newest run's first belong to an earlier run: its output was
+        // emptied when this run started fresh, so their state no longer matches it.
+        let run_start = store.run_start().map_err(store_error)?.unwrap_or(0);
+        let latest_since = |first: u64| store.latest_since(first.max(run_start)).map_err(store_error);
         let restored = match config.restore {
             RestoreFrom::Nothing => None,
-            RestoreFrom::Latest => store.latest().map_err(store_error)?,
-            RestoreFrom::LatestSince(first) => {
-                store.latest().map_err(store_error)?.filter(|checkpoint| checkpoint.metadata.id >= first)
-            }
+            RestoreFrom::Latest => latest_since(0)?,
+            RestoreFrom::LatestSince(first) => latest_since(first)?,
             RestoreFrom::Checkpoint(id) => Some(store.load(id).map_err(store_error)?),
         };
         let newest_id = store.list().map_err(store_error)?.iter().map(|info| info.id).max().unwrap_or(0);
+        match &restored {
+            None => {
+                if config.restore != RestoreFrom::Nothing {
+                    notes.push(format!("no complete checkpoint of this run in {}: starting fresh", store.location()));
+                }
+                // Written before any sink empties its output for the fresh start.
+                store.begin_run(newest_id + 1).map_err(store_error)?;
+            }
+            Some(checkpoint) if checkpoint.metadata.id < run_start => {
+                // An explicit restore of an older checkpoint or savepoint continues from there.
+                store.begin_run(checkpoint.metadata.id).map_err(store_error)?;
+            }
+            Some(_) => {}
+        }
         let start_epoch = match &restored {
             Some(checkpoint) => {
                 for refused in &checkpoint.refused {

@@ -158,6 +158,15 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// [`RestoredCheckpoint::refused`]); `None` if no checkpoint is complete, and a `Damaged`
     /// error if some are but none verifies.
     fn latest(&self) -> Result<Option<RestoredCheckpoint>, StoreError>;
+    /// Like [`latest`](Self::latest), among checkpoints with an id of at least `first` only:
+    /// older ones are never looked at (they belong to an earlier run).
+    fn latest_since(&self, first: u64) -> Result<Option<RestoredCheckpoint>, StoreError>;
+    /// Durably records that the run starting now takes checkpoints with ids of at least
+    /// `first_id`, so that a later `latest` restore never mistakes an earlier run's checkpoint
+    /// for one of this run (which would restore state that does not match this run's output).
+    fn begin_run(&self, first_id: u64) -> Result<(), StoreError>;
+    /// What the newest [`begin_run`](Self::begin_run) recorded; `None` if nothing was.
+    fn run_start(&self) -> Result<Option<u64>, StoreError>;
     /// Checkpoint `id`, verified.
     fn load(&self, id: u64) -> Result<RestoredCheckpoint, StoreError>;
     /// Deletes every checkpoint with an id above `id` (leftovers of a crashed run).
@@ -199,6 +208,10 @@ trait Storage {
     fn part_bytes(&self, id: u64) -> Result<u64, StoreError>;
     /// Deletes checkpoint `id` entirely.
     fn remove(&self, id: u64) -> Result<(), StoreError>;
+    /// Writes the run marker (see [`CheckpointStore::begin_run`]) durably and atomically.
+    fn put_run_start(&self, first_id: u64) -> Result<(), StoreError>;
+    /// Reads the run marker; `None` if absent.
+    fn get_run_start(&self) -> Result<Option<u64>, StoreError>;
 }
 
 /// Why `name` cannot be a part name, if it cannot.
@@ -294,8 +307,9 @@ fn load(store: &impl Storage, id: u64) -> Result<RestoredCheckpoint, StoreError>
     Ok(RestoredCheckpoint { metadata, parts, refused: Vec::new() })
 }
 
-fn latest(store: &impl Storage) -> Result<Option<RestoredCheckpoint>, StoreError> {
-    let ids = store.ids()?;
+fn latest(store: &impl Storage, first: u64) -> Result<Option<RestoredCheckpoint>, StoreError> {
+    let mut ids = store.ids()?;
+    ids.retain(|&id| id >= first);
     let mut refused = Vec::new();
     let mut any_complete = false;
     for &id in ids.iter().rev() {
@@ -393,7 +407,16 @@ macro_rules! checkpoint_store_over_storage {
             /// rather than `None`: silently starting over would lose the job's state.
             /// I/O errors other than a missing file are returned as they are.
             fn latest(&self) -> Result<Option<RestoredCheckpoint>, StoreError> {
-                latest(self)
+                latest(self, 0)
+            }
+            fn latest_since(&self, first: u64) -> Result<Option<RestoredCheckpoint>, StoreError> {
+                latest(self, first)
+            }
+            fn begin_run(&self, first_id: u64) -> Result<(), StoreError> {
+                self.put_run_start(first_id)
+            }
+            fn run_start(&self) -> Result<Option<u64>, StoreError> {
+                self.get_run_start()
             }
             fn load(&self, id: u64) -> Result<RestoredCheckpoint, StoreError> {
                 load(self, id)
@@ -441,6 +464,9 @@ pub struct FileStore {
 impl FileStore {
     /// The name of the metadata file in each checkpoint directory.
     pub const METADATA_FILE: &'static str = "_metadata";
+    /// The file in the root that holds the first checkpoint id of the newest run
+    /// ([`CheckpointStore::begin_run`]).
+    pub const RUN_FILE: &'static str = "_run";
 
     /// A store in directory `root`, created (with its parents) if need be.
     pub fn new(root: impl Into<PathBuf>) -> Result<FileStore, StoreError> {
@@ -576,6 +602,29 @@ impl Storage for FileStore {
         Ok(bytes)
     }
 
+    fn put_run_start(&self, first_id: u64) -> Result<(), StoreError> {
+        FileStore::write_atomically(&self.root, FileStore::RUN_FILE, first_id.to_string().as_bytes())?;
+        sync_dir(&self.root);
+        Ok(())
+    }
+
+    fn get_run_start(&self) -> Result<Option<u64>, StoreError> {
+        let path = self.root.join(FileStore::RUN_FILE);
+        let Some(bytes) = read_if_present(&path)? else {
+            return Ok(None);
+        };
+        match std::str::from_utf8(&bytes).ok().and_then(|text| text.trim().parse().ok()) {
+            Some(first_id) => Ok(Some(first_id)),
+            None => Err(StoreError::Io {
+                context: format!("reading {}", path.display()),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a checkpoint id: delete the file to start over",
+                ),
+            }),
+        }
+    }
+
     fn remove(&self, id: u64) -> Result<(), StoreError> {
         let dir = self.checkpoint_dir(id);
         match fs::remove_dir_all(&dir) {
@@ -598,6 +647,7 @@ impl Storage for FileStore {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     checkpoints: Arc<Mutex<BTreeMap<u64, MemCheckpoint>>>,
+    run_start: Arc<Mutex<Option<u64>>>,
 }
 
 /// One checkpoint of a [`MemoryStore`].
@@ -718,5 +768,14 @@ impl Storage for MemoryStore {
     fn remove(&self, id: u64) -> Result<(), StoreError> {
         self.lock().remove(&id);
         Ok(())
+    }
+
+    fn put_run_start(&self, first_id: u64) -> Result<(), StoreError> {
+        *self.run_start.lock().unwrap_or_else(PoisonError::into_inner) = Some(first_id);
+        Ok(())
+    }
+
+    fn get_run_start(&self) -> Result<Option<u64>, StoreError> {
+        Ok(*self.run_start.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }

@@ -16,6 +16,12 @@ impl<D> CollectionSource<D> {
     pub fn new(records: Vec<(i64, D)>) -> Self {
         CollectionSource { records: Arc::new(records) }
     }
+
+    /// A source of `records`, shared rather than copied: every worker and every restart of a job
+    /// reads the same list.
+    pub fn shared(records: Arc<Vec<(i64, D)>>) -> Self {
+        CollectionSource { records }
+    }
 }
 
 impl<D: Clone + Send + Sync + 'static> Source<D> for CollectionSource<D> {

@@ -45,6 +45,12 @@ pub trait TwoPhaseCommitSink<D>: Send + Sync + 'static {
     /// of the old run had committed up to `last` (its newest committed transaction, `None` if
     /// none); drop any of its visible output beyond that.
     fn recover(&self, instance: usize, last: Option<&[u8]>) -> Result<()>;
+    /// A fresh start (no checkpoint restored): discards whatever earlier runs committed, so that
+    /// the output holds this run's transactions only. The default cuts instance 0's output back to
+    /// nothing, which is all a sink whose output instance 0 alone writes needs.
+    fn reset(&self) -> Result<()> {
+        self.recover(0, None)
+    }
 }
 
 /// One instance's writer: it fills one transaction per epoch.
@@ -93,17 +99,18 @@ type CommittedByTransaction<D> = BTreeMap<(usize, u64), Vec<Record<D>>>;
 #[derive(Debug)]
 pub struct TransactionalCollectSink<D> {
     committed: Arc<Mutex<CommittedByTransaction<D>>>,
+    retracted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<D> Clone for TransactionalCollectSink<D> {
     fn clone(&self) -> Self {
-        TransactionalCollectSink { committed: Arc::clone(&self.committed) }
+        TransactionalCollectSink { committed: Arc::clone(&self.committed), retracted: Arc::clone(&self.retracted) }
     }
 }
 
 impl<D> Default for TransactionalCollectSink<D> {
     fn default() -> Self {
-        TransactionalCollectSink { committed: Arc::default() }
+        TransactionalCollectSink { committed: Arc::default(), retracted: Arc::default() }
     }
 }
 
@@ -126,6 +133,22 @@ impl<D: Clone> TransactionalCollectSink<D> {
         let mut values: Vec<D> = self.records().into_iter().map(|record| record.value).collect();
         values.sort();
         values
+    }
+
+    /// How many committed records a recovery took back. Committed output is visible to readers
+    /// (a sent coupon cannot be unsent), so exactly-once also means this stays 0; only a restore
+    /// that falls back over a damaged checkpoint has to retract.
+    pub fn retracted(&self) -> u64 {
+        self.retracted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many records each epoch committed, by epoch: when output became visible.
+    pub fn records_by_epoch(&self) -> BTreeMap<u64, usize> {
+        let mut by_epoch = BTreeMap::new();
+        for ((_, epoch), records) in self.committed.lock().expect("collect sink poisoned").iter() {
+            *by_epoch.entry(*epoch).or_insert(0) += records.len();
+        }
+        by_epoch
     }
 
     /// How many transactions are committed.
@@ -169,7 +192,21 @@ impl<D: crate::api::Data> TwoPhaseCommitSink<D> for TransactionalCollectSink<D> 
             None => None,
         };
         let mut committed = self.committed.lock().expect("collect sink poisoned");
-        committed.retain(|(owner, epoch), _| *owner != instance || last_epoch.is_some_and(|last| *epoch <= last));
+        let mut retracted = 0;
+        committed.retain(|(owner, epoch), records| {
+            let keep = *owner != instance || last_epoch.is_some_and(|last| *epoch <= last);
+            retracted += if keep { 0 } else { records.len() as u64 };
+            keep
+        });
+        self.retracted.fetch_add(retracted, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<()> {
+        let mut committed = self.committed.lock().expect("collect sink poisoned");
+        let retracted: u64 = committed.values().map(|records| records.len() as u64).sum();
+        self.retracted.fetch_add(retracted, std::sync::atomic::Ordering::Relaxed);
+        committed.clear();
         Ok(())
     }
 }
@@ -203,6 +240,12 @@ impl<D: crate::api::Data> TransactionWriter<D> for MemoryWriter<D> {
 pub struct TransactionalFileSink<D> {
     path: PathBuf,
     format: LineFormat<D>,
+}
+
+impl<D> Clone for TransactionalFileSink<D> {
+    fn clone(&self) -> Self {
+        TransactionalFileSink { path: self.path.clone(), format: Arc::clone(&self.format) }
+    }
 }
 
 impl<D> TransactionalFileSink<D> {

@@ -145,22 +145,7 @@ impl Check {
 
     /// What one seed simulates: its own draw of fault rates within the bounds.
     pub fn sim_config(&self, seed: u64) -> SimConfig {
-        let mut swarm = SimRng::new(derive_seed(seed, &[SWARM_STREAM]));
-        let mut draw = |max: f64| if swarm.chance(0.25) { 0.0 } else { max * swarm.below(1_001) as f64 / 1_000.0 };
-        let mut config = SimConfig { workers: self.workers, seed, keep_trace: self.keep_trace, ..SimConfig::default() };
-        if self.faults.delays() {
-            config.network = NetworkConfig {
-                delay_ms_max: draw(self.bounds.delay_ms_max as f64) as i64,
-                clog_probability: draw(self.bounds.clog_probability_max),
-                ..NetworkConfig::default()
-            };
-            config.stall_probability = draw(self.bounds.stall_probability_max);
-        }
-        if self.faults.crashes() {
-            config.crash_probability = draw(self.bounds.crash_probability_max);
-            config.crashes_max = self.bounds.crashes_max;
-        }
-        config
+        swarm_config(seed, self.workers, self.faults, &self.bounds, self.keep_trace)
     }
 
     /// The committed output of the job run on threads, without faults or checkpoints.
@@ -181,6 +166,11 @@ impl Check {
             .with_checkpoints(checkpoint, RestartStrategy::FixedDelay { attempts: u32::MAX, delay_ms: 10 });
         config.source_batch_max = self.source_batch_max;
         let report = execute_simulated(&config, self.sim_config(seed), sinks.job(self.input.clone()))?;
+        let retracted = sinks.windows.retracted() + sinks.late.retracted();
+        if retracted > 0 {
+            // Readers may have seen them: the final output being right is not enough.
+            return Err(Error::Runtime(format!("seed {seed}: a restore took back {retracted} committed records")));
+        }
         Ok(SeedRun {
             committed: sinks.committed(),
             simulation: report.simulation.expect("a simulated run reports its simulation"),
@@ -188,6 +178,46 @@ impl Check {
             restarts: report.restarts,
         })
     }
+}
+
+/// What seed `seed` simulates on `workers` workers: its own draw of fault rates within `bounds`
+/// (swarm testing; a quarter of the draws are 0).
+pub fn swarm_config(seed: u64, workers: usize, faults: Faults, bounds: &FaultBounds, keep_trace: bool) -> SimConfig {
+    let mut swarm = SimRng::new(derive_seed(seed, &[SWARM_STREAM]));
+    let mut draw = |max: f64| if swarm.chance(0.25) { 0.0 } else { max * swarm.below(1_001) as f64 / 1_000.0 };
+    let mut config = SimConfig { workers, seed, keep_trace, ..SimConfig::default() };
+    if faults.delays() {
+        config.network = NetworkConfig {
+            delay_ms_max: draw(bounds.delay_ms_max as f64) as i64,
+            clog_probability: draw(bounds.clog_probability_max),
+            ..NetworkConfig::default()
+        };
+        config.stall_probability = draw(bounds.stall_probability_max);
+    }
+    if faults.crashes() {
+        config.crash_probability = draw(bounds.crash_probability_max);
+        config.crashes_max = bounds.crashes_max;
+    }
+    config
+}
+
+/// What seed `seed` simulates on `workers` workers with the fault rates of `bounds` themselves,
+/// without drawing: every seed gets the full mix (the demo uses it to be sure to crash).
+pub fn fixed_config(seed: u64, workers: usize, faults: Faults, bounds: &FaultBounds, keep_trace: bool) -> SimConfig {
+    let mut config = SimConfig { workers, seed, keep_trace, ..SimConfig::default() };
+    if faults.delays() {
+        config.network = NetworkConfig {
+            delay_ms_max: bounds.delay_ms_max,
+            clog_probability: bounds.clog_probability_max,
+            ..NetworkConfig::default()
+        };
+        config.stall_probability = bounds.stall_probability_max;
+    }
+    if faults.crashes() {
+        config.crash_probability = bounds.crash_probability_max;
+        config.crashes_max = bounds.crashes_max;
+    }
+    config
 }
 
 /// The random stream each seed draws its fault mix from ("SWARM" in ASCII).

@@ -570,19 +570,6 @@ pub fn run_window_to_file(
     };
     let rows = Arc::clone(&file.rows);
     let late_path = late_lines_path(path);
-    if let Some(checkpoint) = &config.checkpoint
-        && checkpoint.restore == crate::checkpoint::RestoreFrom::Nothing
-    {
-        // A fresh start: nothing of an earlier run's output survives.
-        for stale in [path.to_path_buf(), late_path.clone()] {
-            match std::fs::remove_file(&stale) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("cannot remove", stale, error));
-                }
-                _ => {}
-            }
-        }
-    }
     let outputs = Arc::new(Outputs {
         results: CollectSink::new(),
         late: CollectSink::new(),

@@ -10,7 +10,10 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::Antichain;
 
-use crate::api::{Data, Key, OperatorKind, Partitioning, Stream};
+use petgraph::graph::NodeIndex;
+use timely::dataflow::StreamVec;
+
+use crate::api::{Data, Env, Key, OperatorKind, Partitioning, Stream};
 use crate::error::{Error, Result};
 use crate::metrics::OperatorMetrics;
 use crate::runtime::align::Aligner;
@@ -95,7 +98,7 @@ fn keyed_operator_on<'scope, K, D, E, P>(
     name: &str,
     kind: OperatorKind,
     key: Rc<dyn Fn(&D) -> K>,
-    mut core: E,
+    core: E,
 ) -> KeyedOutput<'scope, E::Output, D>
 where
     K: Key,
@@ -105,6 +108,28 @@ where
 {
     let env = input.env.clone();
     let node = env.add_node(name, kind, &[(input.node, Partitioning::Hash)]);
+    keyed_operator_at(&env, input.stream.clone(), pact, node, name, key, core)
+}
+
+/// The timely operator of a keyed operator whose job-graph node `node` the caller has added:
+/// `input` goes through `pact` into `core`, with alignment, snapshots and restore. Operators that
+/// merge several inputs into one (the broadcast process function) use it directly.
+pub(crate) fn keyed_operator_at<'scope, K, D, E, P>(
+    env: &Env<'scope>,
+    input: StreamVec<'scope, Time, Record<D>>,
+    pact: P,
+    node: NodeIndex,
+    name: &str,
+    key: Rc<dyn Fn(&D) -> K>,
+    mut core: E,
+) -> KeyedOutput<'scope, E::Output, D>
+where
+    K: Key,
+    D: Data,
+    E: KeyedEngine<K, D>,
+    P: ParallelizationContract<Time, Vec<Record<D>>>,
+{
+    let env = env.clone();
     let late_node = if E::EMITS_LATE {
         env.add_node("late elements", OperatorKind::Inspect, &[(node, Partitioning::SideOutput("late"))])
     } else {
@@ -124,7 +149,7 @@ where
     }
     let mut builder = OperatorBuilder::new(name.to_string(), env.scope());
     let activator = env.scope().activator_for(builder.operator_info().address);
-    let mut input_handle = builder.new_input(input.stream.clone(), pact);
+    let mut input_handle = builder.new_input(input, pact);
     let (results_output, results_stream) = builder.new_output();
     let (late_output, late_stream) = builder.new_output();
     let mut results_output = OutputBuilder::from(results_output);

@@ -15,6 +15,7 @@ mod keyed;
 mod simulated;
 mod sink;
 
+pub(crate) use keyed::keyed_operator_at;
 pub use keyed::{Emit, KeyedEngine, KeyedOutput, keyed_operator};
 pub use simulated::{NetworkConfig, SimConfig, SimReport, SimulatedClock, execute_simulated};
 pub(crate) use sink::{sink_operator, two_phase_sink_operator};
@@ -321,9 +322,14 @@ where
                     std::thread::sleep(std::time::Duration::from_millis(delay_ms.max(0) as u64));
                     attempt += 1;
                 }
+                RestartDecision::GiveUp if tracker.restarts() == 0 => return Err(error),
                 RestartDecision::GiveUp => {
+                    let cause = match error {
+                        Error::Runtime(message) => message,
+                        other => other.to_string(),
+                    };
                     return Err(Error::Runtime(format!(
-                        "{error} (restart strategy {} gave up after {} restarts)",
+                        "{cause} (restart strategy {} gave up after {} restarts)",
                         config.restart,
                         tracker.restarts()
                     )));

@@ -106,12 +106,19 @@ pub(crate) fn two_phase_sink_operator<'scope, D, P, S>(
         coordinator.register_sink(&part);
     }
     let bugs = context.checkpoints.as_ref().map(|coordinator| coordinator.config().bugs).unwrap_or_default();
+    // Worker 0 recovers, while it builds: its instance is the one that reads the output's length
+    // when it opens, and no commit of this run can happen before its first snapshot.
     if let Some(coordinator) = &context.checkpoints
-        && coordinator.restored().is_some()
+        && context.index == 0
         && coordinator.claim_recovery(node)
-        && let Err(error) = recover(&*sink, coordinator, node, bugs.skip_recommit_on_restore)
     {
-        context.failure.fail(error);
+        let recovered = match coordinator.restored() {
+            Some(_) => recover(&*sink, coordinator, node, bugs.skip_recommit_on_restore),
+            None => sink.reset(),
+        };
+        if let Err(error) = recovered {
+            context.failure.fail(error);
+        }
     }
     let scope = stream.scope();
     let mut builder = OperatorBuilder::new(name.to_string(), scope);

@@ -103,7 +103,7 @@ pub fn format_watermark(watermark_ms: i64) -> String {
     }
 }
 
-/// Parses a duration written `500ms`, `10s`, `2m` or `1h` into milliseconds.
+/// Parses a duration written `500ms`, `10s`, `2m`, `1h` or `1d` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, Error> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -118,15 +118,16 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, Error> {
         "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
-        "" => return Err(bad("a unit is missing: write ms, s, m or h")),
-        _ => return Err(bad("the unit must be ms, s, m or h")),
+        "d" => 86_400_000,
+        "" => return Err(bad("a unit is missing: write ms, s, m, h or d")),
+        _ => return Err(bad("the unit must be ms, s, m, h or d")),
     };
     amount.checked_mul(unit_ms).ok_or_else(|| bad("the duration is too large"))
 }
 
 /// Writes milliseconds back in the shortest exact unit (`2000` → `2s`).
 pub fn format_duration_ms(ms: i64) -> String {
-    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
