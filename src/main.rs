@@ -847,7 +847,14 @@ impl SimArgs {
                 Ok(SimJob::WindowCount(check))
             }
             "marketing" => {
-                let events = EventsConfig { events: self.events, users: self.keys, ..EventsConfig::default() };
+                // About 400 s of event time, whatever the count: the demo rules change within it.
+                let events_per_second = (self.events / 400).max(1);
+                let events = EventsConfig {
+                    events: self.events,
+                    users: self.keys,
+                    events_per_second,
+                    ..EventsConfig::default()
+                };
                 let mut check = MarketingCheck::new(MarketingInput::generated(&events, DEMO_RULES)?, self.workers);
                 check.faults = faults;
                 check.bounds = bounds;

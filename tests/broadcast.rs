@@ -2,8 +2,11 @@
 //! the same on every worker and for every parallelism.
 
 use flowlab::api::{BroadcastContext, BroadcastState, Env, KeyedBroadcastProcessFunction, ProcessContext};
-use flowlab::connectors::{CollectSink, CollectionSource};
-use flowlab::runtime::{JobConfig, execute};
+use std::sync::Arc;
+
+use flowlab::checkpoint::{CheckpointConfig, MemoryStore, RestartStrategy, RestoreFrom};
+use flowlab::connectors::{CollectSink, CollectionSource, TransactionalCollectSink};
+use flowlab::runtime::{JobConfig, SimConfig, execute, execute_simulated};
 use flowlab::state::{KeyedStateBackend, MapStateDescriptor, ValueStateDescriptor};
 use flowlab::time::WatermarkStrategy;
 
@@ -95,5 +98,86 @@ fn rules_apply_by_stamp_and_reset_reaches_every_key() {
     ];
     for parallelism in [1, 2, 3] {
         assert_eq!(run(parallelism), expected, "parallelism {parallelism}");
+    }
+}
+
+/// Many users, a threshold rule and a reset every 40 s, events one per 100 ms with disorder.
+/// Timed rules and timed `(user, value)` events.
+type Input = (Vec<(i64, Rule)>, Vec<(i64, (String, i64))>);
+
+fn checkpointed_input() -> Input {
+    let mut rules = vec![(0, Rule::Threshold(30))];
+    for at in (40_000..200_000).step_by(40_000) {
+        rules.push((at, Rule::Reset));
+        rules.push((at + 20_000, Rule::Threshold(30 + at / 4_000)));
+    }
+    let events = (0..2_000i64)
+        .map(|i| {
+            let time = i * 100 - (i * 7_919 % 13) * 50;
+            (time, (format!("user{}", i * 31 % 23), i * 37 % 100))
+        })
+        .collect();
+    (rules, events)
+}
+
+fn alerts_job(sink: TransactionalCollectSink<(String, i64, u64)>) -> impl Fn(&Env<'_>) + Send + Sync + 'static {
+    let (rules, events) = checkpointed_input();
+    move |env: &Env<'_>| {
+        let rules = env.source(CollectionSource::new(rules.clone()), WatermarkStrategy::monotonous()).broadcast();
+        env.source(CollectionSource::new(events.clone()), WatermarkStrategy::bounded(1_000))
+            .key_by(|(user, _): &(String, i64)| user.clone())
+            .connect(rules)
+            .process(Alerts { threshold: MapStateDescriptor::new("rules"), count: ValueStateDescriptor::new("count") })
+            .sink_exactly_once(sink.clone());
+    }
+}
+
+fn committed(sink: &TransactionalCollectSink<(String, i64, u64)>) -> Vec<(String, i64, u64)> {
+    sink.sorted_values()
+}
+
+#[test]
+fn rules_and_keyed_state_survive_crashes_and_rescaling() {
+    let reference = TransactionalCollectSink::new();
+    execute(&JobConfig::threads("alerts", 2), alerts_job(reference.clone())).unwrap();
+    let expected = committed(&reference);
+    assert!(expected.len() > 100, "only {} alerts", expected.len());
+
+    // Crashes: every seed commits the reference.
+    for seed in 0..20 {
+        let sink = TransactionalCollectSink::new();
+        let mut checkpoint = CheckpointConfig::new(Arc::new(MemoryStore::default()));
+        checkpoint.interval_ms = 15;
+        let mut config = JobConfig::simulated("alerts", 3, seed)
+            .with_checkpoints(checkpoint, RestartStrategy::FixedDelay { attempts: u32::MAX, delay_ms: 5 });
+        config.source_batch_max = 16;
+        let mut sim = SimConfig { workers: 3, seed, crash_probability: 0.01, crashes_max: 4, ..SimConfig::default() };
+        sim.network.delay_ms_max = 20;
+        execute_simulated(&config, sim, alerts_job(sink.clone())).unwrap();
+        assert_eq!(committed(&sink), expected, "seed {seed}");
+        assert_eq!(sink.retracted(), 0, "seed {seed} took back committed alerts");
+    }
+
+    // Savepoints on one parallelism, resumed on another: a reset applied on one old worker and
+    // still pending on another must reach every key exactly once.
+    for (seed, before, after, stop_ms) in [(1, 3, 2, 20), (2, 2, 3, 35), (3, 3, 1, 50), (4, 1, 3, 25)] {
+        let sink = TransactionalCollectSink::new();
+        let store = Arc::new(MemoryStore::default());
+        let mut checkpoint = CheckpointConfig::new(store.clone());
+        checkpoint.interval_ms = 10;
+        checkpoint.stop_with_savepoint_after_ms = Some(stop_ms);
+        let mut config =
+            JobConfig::simulated("alerts", before, seed).with_checkpoints(checkpoint, RestartStrategy::None);
+        config.source_batch_max = 16;
+        let mut sim = SimConfig { workers: before, seed, ..SimConfig::default() };
+        sim.network.delay_ms_max = 20;
+        let report = execute_simulated(&config, sim, alerts_job(sink.clone())).unwrap();
+        let savepoint = report.savepoint.expect("stopped at a savepoint");
+        assert!(committed(&sink).len() < expected.len(), "seed {seed}: stopped after the end");
+        let mut resume = CheckpointConfig::new(store);
+        resume.restore = RestoreFrom::Checkpoint(savepoint);
+        let config = JobConfig::threads("alerts", after).with_checkpoints(resume, RestartStrategy::None);
+        execute(&config, alerts_job(sink.clone())).unwrap();
+        assert_eq!(committed(&sink), expected, "seed {seed}: savepoint on {before} workers resumed on {after}");
     }
 }

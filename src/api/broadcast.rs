@@ -604,3 +604,107 @@ impl<K, D> GroupSnapshot<K, D> {
         GroupSnapshot { applied_below: None, events: Vec::new() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ValueStateDescriptor, worker_for_key};
+
+    /// Counts each key's events; the rule `n` adds `n` to every key's count (not idempotent, so
+    /// applying a rule twice to a key shows).
+    struct Bonus {
+        count: ValueStateDescriptor<i64>,
+    }
+
+    impl KeyedBroadcastProcessFunction<String, (), i64> for Bonus {
+        type Output = (String, i64);
+
+        fn open(&mut self, state: &mut KeyedStateBackend<String>) {
+            state.register_value(&self.count);
+        }
+
+        fn process_element(&mut self, _: (), _: &BroadcastState, ctx: &mut ProcessContext<'_, String, (String, i64)>) {
+            let count = ctx.state.value(&self.count).unwrap_or(0) + 1;
+            ctx.state.update(&self.count, count);
+            let key = ctx.key().clone();
+            ctx.collect((key, count));
+        }
+
+        fn process_broadcast_element(&mut self, bonus: i64, ctx: &mut BroadcastContext<'_, String, (String, i64)>) {
+            let count = &self.count;
+            ctx.apply_to_keyed_state(count, |_, state| {
+                let value = state.value(count).unwrap_or(0);
+                state.update(count, value + bonus);
+            });
+        }
+    }
+
+    type Engine = BroadcastEngine<String, (), i64, Bonus>;
+
+    fn engine(instance: usize, instances: usize) -> Engine {
+        let mut state = KeyedStateBackend::new(128);
+        let mut function = Bonus { count: ValueStateDescriptor::new("count") };
+        function.open(&mut state);
+        BroadcastEngine {
+            function,
+            state,
+            timers: TimerService::new(),
+            rules: BroadcastState::default(),
+            watermark_ms: WATERMARK_MIN,
+            pending: BTreeMap::new(),
+            arrivals: 0,
+            applied_below: BTreeMap::new(),
+            max_parallelism: 128,
+            instance,
+            instances,
+        }
+    }
+
+    fn feed(
+        engine: &mut Engine,
+        key: Option<&str>,
+        stamp: i64,
+        value: Connected<(), i64>,
+        out: &mut Vec<Record<(String, i64)>>,
+    ) {
+        let record = Record { time_ms: stamp + 1, watermark_ms: stamp, value };
+        let mut late = Vec::new();
+        engine.on_element(key.map(str::to_string), record, 0, &mut Emit { results: out, late: &mut late }).unwrap();
+    }
+
+    fn advance(engine: &mut Engine, watermark_ms: i64, out: &mut Vec<Record<(String, i64)>>) {
+        let mut late = Vec::new();
+        engine.advance_watermark(watermark_ms, 0, &mut Emit { results: out, late: &mut late });
+    }
+
+    #[test]
+    fn a_rule_one_old_worker_applied_and_another_had_pending_reaches_each_key_once() {
+        let key_of = |worker: usize| {
+            (0..).map(|i| format!("k{i}")).find(|key| worker_for_key(key, 128, 2) == worker).expect("a key")
+        };
+        let (a, b) = (key_of(0), key_of(1));
+        let mut out = Vec::new();
+        // Both old workers see: an event of their key (stamp 10), the rule +10 (20), another event (30).
+        let mut old = [engine(0, 2), engine(1, 2)];
+        for (engine, key) in old.iter_mut().zip([&a, &b]) {
+            feed(engine, Some(key), 10, Connected::Event(()), &mut out);
+            feed(engine, None, 20, Connected::Rule(10), &mut out);
+            feed(engine, Some(key), 30, Connected::Event(()), &mut out);
+        }
+        // Worker 0 got past the rule before the checkpoint; worker 1 had not.
+        advance(&mut old[0], 25, &mut out);
+        advance(&mut old[1], 15, &mut out);
+        let snapshots = [old[0].snapshot(128), old[1].snapshot(128)];
+
+        // Restored on one worker: the rule reaches b (still pending for it), not a again.
+        let mut restored = engine(0, 1);
+        restored.restore(&snapshots, 0..128).unwrap();
+        out.clear();
+        advance(&mut restored, WATERMARK_MAX, &mut out);
+        let mut results: Vec<(String, i64)> = out.into_iter().map(|record| record.value).collect();
+        results.sort();
+        let mut expected = vec![(a, 12), (b, 12)];
+        expected.sort();
+        assert_eq!(results, expected);
+    }
+}

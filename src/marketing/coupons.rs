@@ -35,8 +35,8 @@ type Seen = (i64, EventKind, String);
 pub struct CouponEngine {
     rules: MapStateDescriptor<String, Rule>,
     history: ValueStateDescriptor<Vec<Seen>>,
-    /// `(decision time, rule id)` → trigger time.
-    waiting: MapStateDescriptor<(i64, String), i64>,
+    /// `(decision time, rule id, trigger time)`: decisions waiting for the watermark.
+    waiting: MapStateDescriptor<(i64, String, i64), ()>,
     /// Rule id → trigger time of its last coupon.
     last_sent: MapStateDescriptor<String, i64>,
 }
@@ -107,7 +107,7 @@ impl KeyedBroadcastProcessFunction<String, UserEvent, RuleUpdate> for CouponEngi
         for (id, rule) in rules.entries(&self.rules) {
             if rule.when.matches(&event) {
                 let decide_ms = time_ms + rule.wait_ms();
-                ctx.state.map_put(&self.waiting, (decide_ms, id), time_ms);
+                ctx.state.map_put(&self.waiting, (decide_ms, id, time_ms), ());
                 ctx.register_event_time_timer(decide_ms);
             }
         }
@@ -131,14 +131,15 @@ impl KeyedBroadcastProcessFunction<String, UserEvent, RuleUpdate> for CouponEngi
             return;
         }
         let history = ctx.state.value(&self.history).unwrap_or_default();
-        let due: Vec<((i64, String), i64)> = ctx
+        let due: Vec<(i64, String, i64)> = ctx
             .state
             .map_entries(&self.waiting)
             .into_iter()
-            .filter(|((decide_ms, _), _)| *decide_ms == time_ms)
+            .map(|(waiting, ())| waiting)
+            .filter(|(decide_ms, ..)| *decide_ms == time_ms)
             .collect();
-        for ((decide_ms, id), trigger_ms) in due {
-            ctx.state.map_remove(&self.waiting, &(decide_ms, id.clone()));
+        for (decide_ms, id, trigger_ms) in due {
+            ctx.state.map_remove(&self.waiting, &(decide_ms, id.clone(), trigger_ms));
             // The rule as it is now: changed or removed since the trigger, the change counts.
             let Some(rule) = rules.get(&self.rules, &id) else { continue };
             let last_sent = ctx.state.map_get(&self.last_sent, &id);

@@ -212,7 +212,10 @@ pub(crate) fn two_phase_sink_operator<'scope, D, P, S>(
                 if let (Some(coordinator), Some((next, _))) = (aligner.coordinator(), state.pending.first()) {
                     coordinator.sink_committed(&part, next.saturating_sub(1));
                 } else if let Some(coordinator) = aligner.coordinator() {
-                    coordinator.sink_committed(&part, aligner.epoch().saturating_sub(1));
+                    // A finished sink with nothing pending has committed all it will ever write:
+                    // a stop-with-savepoint must not wait for it.
+                    let committed = if input_done { u64::MAX } else { aligner.epoch().saturating_sub(1) };
+                    coordinator.sink_committed(&part, committed);
                 }
             }
             if let Err(error) = result {
