@@ -43,4 +43,6 @@ pub mod book {
     pub struct Simulator;
     #[doc = include_str!("../book/src/checkpoints.md")]
     pub struct Checkpoints;
+    #[doc = include_str!("../book/src/marketing.md")]
+    pub struct Marketing;
 }
