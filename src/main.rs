@@ -186,14 +186,7 @@ impl CheckpointArgs {
         checkpoint.retain = self.checkpoints_retained;
         checkpoint.stop_with_savepoint_after_ms =
             self.stop_with_savepoint_after.as_deref().map(parse_duration_ms).transpose()?;
-        checkpoint.restore = match self.restore.as_deref() {
-            None => RestoreFrom::Nothing,
-            Some("latest") => RestoreFrom::Latest,
-            Some(id) => RestoreFrom::Checkpoint(
-                id.parse()
-                    .map_err(|_| Error::Usage(format!("--restore takes `latest` or a checkpoint id, not {id:?}")))?,
-            ),
-        };
+        checkpoint.restore = parse_restore(self.restore.as_deref())?;
         Ok(config.with_checkpoints(checkpoint, RestartStrategy::parse(&self.restart)?))
     }
 }
@@ -367,6 +360,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--restore latest|<id>`, or a fresh start without it.
+fn parse_restore(restore: Option<&str>) -> Result<RestoreFrom> {
+    Ok(match restore {
+        None => RestoreFrom::Nothing,
+        Some("latest") => RestoreFrom::Latest,
+        Some(id) => RestoreFrom::Checkpoint(
+            id.parse().map_err(|_| Error::Usage(format!("--restore takes `latest` or a checkpoint id, not {id:?}")))?,
+        ),
+    })
+}
+
 fn demo_command(args: &DemoArgs) -> Result<()> {
     let disorder_ms = parse_duration_ms(&args.disorder)?;
     let rules_text = match &args.rules {
@@ -410,14 +414,7 @@ fn demo_command(args: &DemoArgs) -> Result<()> {
         let store = FileStore::new(args.out.join("checkpoints")).map_err(|e| Error::Runtime(e.to_string()))?;
         let mut checkpoint = CheckpointConfig::new(Arc::new(store));
         checkpoint.interval_ms = checkpoint_interval_ms;
-        checkpoint.restore = match args.restore.as_deref() {
-            None => RestoreFrom::Nothing,
-            Some("latest") => RestoreFrom::Latest,
-            Some(id) => RestoreFrom::Checkpoint(
-                id.parse()
-                    .map_err(|_| Error::Usage(format!("--restore takes `latest` or a checkpoint id, not {id:?}")))?,
-            ),
-        };
+        checkpoint.restore = parse_restore(args.restore.as_deref())?;
         let config = JobConfig::threads("marketing", args.workers)
             .with_checkpoints(checkpoint, RestartStrategy::FixedDelay { attempts: 3, delay_ms: 100 });
         let files = RealFiles::in_dir(&args.out);

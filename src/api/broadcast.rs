@@ -293,7 +293,7 @@ type Place = (i64, u8, u64);
 
 impl<'scope, K: Key, D: Data, B: Data> ConnectedStreams<'scope, K, D, B> {
     /// Runs `function` over both streams; see the module docs for the order of rules and events.
-    pub fn process<F: KeyedBroadcastProcessFunction<K, D, B>>(self, mut function: F) -> Stream<'scope, F::Output> {
+    pub fn process<F: KeyedBroadcastProcessFunction<K, D, B>>(self, function: F) -> Stream<'scope, F::Output> {
         let input = self.keyed.stream().clone();
         let env = input.env.clone();
         let node = env.add_node(
@@ -315,22 +315,8 @@ impl<'scope, K: Key, D: Data, B: Data> ConnectedStreams<'scope, K, D, B> {
             Connected::Event(event) => Some(key(event)),
             Connected::Rule(_) => None,
         });
-        let max_parallelism = env.context().max_parallelism;
-        let mut state = KeyedStateBackend::new(max_parallelism);
-        function.open(&mut state);
-        let engine = BroadcastEngine {
-            function,
-            state,
-            timers: TimerService::new(),
-            rules: BroadcastState::default(),
-            watermark_ms: WATERMARK_MIN,
-            pending: BTreeMap::new(),
-            arrivals: 0,
-            applied_below: BTreeMap::new(),
-            max_parallelism,
-            instance: env.context().index,
-            instances: env.context().peers,
-        };
+        let context = env.context();
+        let engine = BroadcastEngine::new(function, context.max_parallelism, context.index, context.peers);
         let output =
             keyed_operator_at(&env, events.concat(rules), Pipeline, node, "broadcast process", connected_key, engine);
         output.results
@@ -397,6 +383,25 @@ struct GroupSnapshot<K, D> {
 }
 
 impl<K: Key, D: Data, B: Data, F: KeyedBroadcastProcessFunction<K, D, B>> BroadcastEngine<K, D, B, F> {
+    /// Instance `instance` of `instances`, empty, the function opened.
+    fn new(mut function: F, max_parallelism: u32, instance: usize, instances: usize) -> Self {
+        let mut state = KeyedStateBackend::new(max_parallelism);
+        function.open(&mut state);
+        BroadcastEngine {
+            function,
+            state,
+            timers: TimerService::new(),
+            rules: BroadcastState::default(),
+            watermark_ms: WATERMARK_MIN,
+            pending: BTreeMap::new(),
+            arrivals: 0,
+            applied_below: BTreeMap::new(),
+            max_parallelism,
+            instance,
+            instances,
+        }
+    }
+
     /// Moves the watermark to `to_ms` and fires the event-time timers up to it, in time order.
     fn fire(&mut self, to_ms: i64, now_ms: i64, results: &mut Vec<Record<F::Output>>) {
         if to_ms <= self.watermark_ms {
@@ -642,22 +647,7 @@ mod tests {
     type Engine = BroadcastEngine<String, (), i64, Bonus>;
 
     fn engine(instance: usize, instances: usize) -> Engine {
-        let mut state = KeyedStateBackend::new(128);
-        let mut function = Bonus { count: ValueStateDescriptor::new("count") };
-        function.open(&mut state);
-        BroadcastEngine {
-            function,
-            state,
-            timers: TimerService::new(),
-            rules: BroadcastState::default(),
-            watermark_ms: WATERMARK_MIN,
-            pending: BTreeMap::new(),
-            arrivals: 0,
-            applied_below: BTreeMap::new(),
-            max_parallelism: 128,
-            instance,
-            instances,
-        }
+        BroadcastEngine::new(Bonus { count: ValueStateDescriptor::new("count") }, 128, instance, instances)
     }
 
     fn feed(
