@@ -437,7 +437,7 @@ fn demo_command(args: &DemoArgs) -> Result<()> {
         check.checkpoint_interval_ms = checkpoint_interval_ms;
         check.bounds.crash_probability_max = args.crash_probability;
         check.bounds.crashes_max = args.crashes_max;
-        let bar = progress_bar(Some(events), "simulating (replays after crashes count again)");
+        let bar = progress_bar(Some(events), "simulating (the count restarts after each crash)");
         let metrics = check.metrics.clone();
         let run = std::thread::scope(|scope| {
             let (done, finished) = std::sync::mpsc::channel::<()>();
@@ -446,7 +446,7 @@ fn demo_command(args: &DemoArgs) -> Result<()> {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     finished.recv_timeout(Duration::from_millis(100))
                 {
-                    bar.set_position(metrics.total("source: user events", |m| m.records_out));
+                    bar.set_position(metrics.total("user events", |m| m.records_out));
                 }
             });
             let run = check.run(args.seed);
