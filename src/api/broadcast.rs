@@ -14,6 +14,16 @@
 //! keeps its arrival order. A rule therefore applies to every event whose stamp is not below the
 //! rule's. The price is latency: events wait while the rule stream's watermark lags, so a rule
 //! source that can fall silent should be marked idle (`WatermarkStrategy::with_idleness`).
+//!
+//! # Checkpoints
+//!
+//! Both inputs become one stream (events routed by key, rules on every worker) into one aligned
+//! keyed operator, so the operator takes part in checkpoints like a window: its part holds the
+//! broadcast state, the elements still waiting for the watermark, and the keyed state and timers
+//! by key group. Restoring on another parallelism takes the broadcast side from the old instance
+//! that was furthest behind (its rules are a prefix of the others') and replays its pending rules;
+//! a key group whose old instance had already applied some of them skips those in
+//! [`BroadcastContext::apply_to_keyed_state`], so no key sees a rule twice.
 
 use std::any::Any;
 use std::cell::OnceCell;

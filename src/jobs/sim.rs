@@ -184,37 +184,33 @@ impl Check {
 /// (swarm testing; a quarter of the draws are 0).
 pub fn swarm_config(seed: u64, workers: usize, faults: Faults, bounds: &FaultBounds, keep_trace: bool) -> SimConfig {
     let mut swarm = SimRng::new(derive_seed(seed, &[SWARM_STREAM]));
-    let mut draw = |max: f64| if swarm.chance(0.25) { 0.0 } else { max * swarm.below(1_001) as f64 / 1_000.0 };
-    let mut config = SimConfig { workers, seed, keep_trace, ..SimConfig::default() };
-    if faults.delays() {
-        config.network = NetworkConfig {
-            delay_ms_max: draw(bounds.delay_ms_max as f64) as i64,
-            clog_probability: draw(bounds.clog_probability_max),
-            ..NetworkConfig::default()
-        };
-        config.stall_probability = draw(bounds.stall_probability_max);
-    }
-    if faults.crashes() {
-        config.crash_probability = draw(bounds.crash_probability_max);
-        config.crashes_max = bounds.crashes_max;
-    }
-    config
+    let draw = |max: f64| if swarm.chance(0.25) { 0.0 } else { max * swarm.below(1_001) as f64 / 1_000.0 };
+    fault_config(SimConfig { workers, seed, keep_trace, ..SimConfig::default() }, faults, bounds, draw)
 }
 
 /// What seed `seed` simulates on `workers` workers with the fault rates of `bounds` themselves,
 /// without drawing: every seed gets the full mix (the demo uses it to be sure to crash).
 pub fn fixed_config(seed: u64, workers: usize, faults: Faults, bounds: &FaultBounds, keep_trace: bool) -> SimConfig {
-    let mut config = SimConfig { workers, seed, keep_trace, ..SimConfig::default() };
+    fault_config(SimConfig { workers, seed, keep_trace, ..SimConfig::default() }, faults, bounds, |max| max)
+}
+
+/// `config` with the faults of `faults`, each rate `rate(its bound)`.
+fn fault_config(
+    mut config: SimConfig,
+    faults: Faults,
+    bounds: &FaultBounds,
+    mut rate: impl FnMut(f64) -> f64,
+) -> SimConfig {
     if faults.delays() {
         config.network = NetworkConfig {
-            delay_ms_max: bounds.delay_ms_max,
-            clog_probability: bounds.clog_probability_max,
+            delay_ms_max: rate(bounds.delay_ms_max as f64) as i64,
+            clog_probability: rate(bounds.clog_probability_max),
             ..NetworkConfig::default()
         };
-        config.stall_probability = bounds.stall_probability_max;
+        config.stall_probability = rate(bounds.stall_probability_max);
     }
     if faults.crashes() {
-        config.crash_probability = bounds.crash_probability_max;
+        config.crash_probability = rate(bounds.crash_probability_max);
         config.crashes_max = bounds.crashes_max;
     }
     config
