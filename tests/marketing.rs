@@ -107,7 +107,11 @@ fn model(input: &MarketingInput) -> MarketingOutput {
             }
             Element::Rule(Err(rejected)) => output.rejected.push(rejected),
             Element::Event(time_ms, event) => {
-                history.entry(event.user.clone()).or_default().push((time_ms, event.clone()));
+                // A user's history reaches back as far as the active rules look from the stamp.
+                let horizon = rules.values().map(Rule::horizon_ms).max().unwrap_or(0);
+                let seen = history.entry(event.user.clone()).or_default();
+                seen.retain(|(t, _)| *t >= stamp.saturating_sub(horizon));
+                seen.push((time_ms, event.clone()));
                 for (id, rule) in &rules {
                     if rule.when.matches(&event) {
                         waiting.insert((time_ms + rule.wait_ms(), event.user.clone(), id.clone(), time_ms));

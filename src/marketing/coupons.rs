@@ -1,8 +1,9 @@
 //! The rule engine: a keyed broadcast process function that turns users' events and the current
 //! rules into coupons.
 //!
-//! Per user it keeps, in keyed state, the events of the last [`HORIZON_MS_MAX`] of event time, the
-//! decisions it is waiting for, and when each rule last sent a coupon. An event that matches a
+//! Per user it keeps, in keyed state, the events as far back as the active rules look (at most
+//! [`HORIZON_MS_MAX`](super::rules::HORIZON_MS_MAX) of event time), the decisions it is waiting
+//! for, and when each rule last sent a coupon. An event that matches a
 //! rule's `when` registers an event-time timer at `t + for`; when the watermark passes it, the rule
 //! as it is *then* decides with everything that happened in its window — so the result depends on
 //! event times and rule stamps only, never on arrival order, batching, parallelism or crashes.
@@ -10,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::{EventKind, UserEvent};
-use super::rules::{HORIZON_MS_MAX, Rule, RuleUpdate};
+use super::rules::{Rule, RuleUpdate, category_hash};
 use crate::api::{BroadcastContext, BroadcastState, KeyedBroadcastProcessFunction, ProcessContext};
 use crate::state::{KeyedStateBackend, MapStateDescriptor, ValueStateDescriptor};
 use crate::window::TimeDomain;
@@ -28,8 +29,9 @@ pub struct Coupon {
     pub trigger_ms: i64,
 }
 
-/// One remembered event: `(event time, kind, category)`.
-type Seen = (i64, EventKind, String);
+/// One remembered event: `(event time, kind, hash of its category)`. Plain data, so that a
+/// busy user's history is copied without an allocation per event.
+type Seen = (i64, EventKind, u64);
 
 /// The rule engine. Build it with [`CouponEngine::new`].
 pub struct CouponEngine {
@@ -61,15 +63,15 @@ impl CouponEngine {
     /// Whether `rule`, triggered at `trigger_ms`, sends a coupon given the user's history.
     fn decide(&self, rule: &Rule, trigger_ms: i64, history: &[Seen], last_sent: Option<i64>) -> bool {
         let from_ms = trigger_ms - rule.within_ms;
+        let when = rule.when.hashed();
         let matching = history
             .iter()
-            .filter(|(time_ms, kind, category)| {
-                *time_ms > from_ms && *time_ms <= trigger_ms && rule.when.matches_parts(*kind, category)
-            })
+            .filter(|(time_ms, kind, category)| *time_ms > from_ms && *time_ms <= trigger_ms && when(*kind, *category))
             .count();
         let spoiled = rule.unless.as_ref().is_some_and(|(unless, for_ms)| {
+            let unless = unless.hashed();
             history.iter().any(|(time_ms, kind, category)| {
-                *time_ms > from_ms && *time_ms <= trigger_ms + for_ms && unless.matches_parts(*kind, category)
+                *time_ms > from_ms && *time_ms <= trigger_ms + for_ms && unless(*kind, *category)
             })
         });
         let allowed = match (last_sent, rule.limit_ms) {
@@ -97,14 +99,16 @@ impl KeyedBroadcastProcessFunction<String, UserEvent, RuleUpdate> for CouponEngi
         ctx: &mut ProcessContext<'_, String, Coupon>,
     ) {
         let time_ms = ctx.timestamp_ms();
-        // Forget what no rule may look at any more; the watermark here is the event's stamp,
-        // the same on every run.
-        let keep_from_ms = ctx.current_watermark_ms().saturating_sub(HORIZON_MS_MAX);
+        // Forget what no active rule looks at; the watermark here is the event's stamp, so this
+        // is the same on every run.
+        let active = rules.entries(&self.rules);
+        let horizon_ms = active.iter().map(|(_, rule)| rule.horizon_ms()).max().unwrap_or(0);
+        let keep_from_ms = ctx.current_watermark_ms().saturating_sub(horizon_ms);
         let mut history = ctx.state.value(&self.history).unwrap_or_default();
         history.retain(|(seen_ms, ..)| *seen_ms >= keep_from_ms);
-        history.push((time_ms, event.kind, event.category.clone()));
+        history.push((time_ms, event.kind, category_hash(&event.category)));
         ctx.state.update(&self.history, history);
-        for (id, rule) in rules.entries(&self.rules) {
+        for (id, rule) in active {
             if rule.when.matches(&event) {
                 let decide_ms = time_ms + rule.wait_ms();
                 ctx.state.map_put(&self.waiting, (decide_ms, id, time_ms), ());

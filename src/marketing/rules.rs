@@ -35,6 +35,11 @@ use crate::time::{format_duration_ms, parse_duration_ms};
 /// histories are kept this long, which bounds their state.
 pub const HORIZON_MS_MAX: i64 = 86_400_000;
 
+/// The 64-bit FNV-1a hash users' histories keep instead of a category's name.
+pub fn category_hash(category: &str) -> u64 {
+    flowlab_sim::stable_hash(category.as_bytes())
+}
+
 /// A validated rule, as it lives in broadcast state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
@@ -72,6 +77,13 @@ impl Pattern {
     /// Whether an event of `kind` in `category` matches.
     pub fn matches_parts(&self, kind: EventKind, category: &str) -> bool {
         kind == self.kind && self.category.as_deref().is_none_or(|wanted| wanted == category)
+    }
+
+    /// A test for events given as their kind and [`category_hash`], hashing this pattern's
+    /// category once.
+    pub fn hashed(&self) -> impl Fn(EventKind, u64) -> bool + use<> {
+        let (wanted_kind, wanted_hash) = (self.kind, self.category.as_deref().map(category_hash));
+        move |kind, hash| kind == wanted_kind && wanted_hash.is_none_or(|wanted| wanted == hash)
     }
 
     /// Whether every event this pattern matches also matches `other`.
