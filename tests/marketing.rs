@@ -303,7 +303,6 @@ fn flowlab_demo_real_killed_at_any_moment_resumes_with_exactly_the_fault_free_co
         assert!(text.contains("exactly-once: OK — the files committed exactly"), "round {round}: {text}");
         mid_run_restores += usize::from(killed && text.contains("restoring checkpoint"));
     }
-    // The sources read the whole input within the first epochs (nothing slows them down), so a
-    // kill mostly restarts from the start or from a checkpoint near the end: both must be exact.
-    eprintln!("{mid_run_restores} of 3 kills restored a checkpoint taken before the kill");
+    // Back-pressure spreads the input over many epochs, so kills land between checkpoints.
+    assert!(mid_run_restores > 0, "no kill landed after a checkpoint and before the end");
 }

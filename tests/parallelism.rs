@@ -12,10 +12,14 @@ type Outcome = (Vec<(u8, i64, i64)>, Vec<(u8, i64)>);
 
 /// A pipeline with every stateless operator, a keyed exchange and a keyed reduce.
 fn pipeline(input: Vec<(i64, (u8, i64))>, parallelism: usize) -> Outcome {
+    pipeline_with(input, JobConfig::threads("parallelism", parallelism))
+}
+
+fn pipeline_with(input: Vec<(i64, (u8, i64))>, config: JobConfig) -> Outcome {
     let sums = CollectSink::new();
     let late = CollectSink::new();
     let (sums_out, late_out) = (sums.clone(), late.clone());
-    execute(&JobConfig::threads("parallelism", parallelism), move |env: &Env| {
+    execute(&config, move |env: &Env| {
         let (on_time, late_stream) =
             env.source(CollectionSource::new(input.clone()), WatermarkStrategy::bounded(1_000)).split_late();
         late_stream.sink(late_out.clone());
@@ -43,6 +47,20 @@ proptest! {
         let one = pipeline(input.clone(), 1);
         prop_assert_eq!(&pipeline(input.clone(), 2), &one);
         prop_assert_eq!(&pipeline(input, 4), &one);
+    }
+
+    /// Back-pressure and batch size change when records travel, never what comes out.
+    #[test]
+    fn back_pressure_and_batching_do_not_change_the_result(
+        input in input_strategy(),
+        workers in 1usize..=3,
+        batch in 1usize..40,
+        in_flight in proptest::option::of(1usize..4),
+    ) {
+        let mut config = JobConfig::threads("back-pressure", workers);
+        config.source_batch_max = batch;
+        config.in_flight_batches_max = in_flight;
+        prop_assert_eq!(pipeline_with(input.clone(), config), pipeline(input, 1), "batch {}, in flight {:?}", batch, in_flight);
     }
 }
 

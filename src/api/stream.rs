@@ -6,7 +6,7 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::core::{Concat, Filter, Map};
+use timely::dataflow::operators::core::{Concat, Filter, Map, Probe};
 use timely::dataflow::operators::generic::Operator as _;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -204,16 +204,13 @@ impl<'scope, D: Data> Stream<'scope, D> {
         let node = self.env.add_node(&name, OperatorKind::Sink, &[(self.node, partitioning)]);
         let metrics = self.env.metrics(node, &name);
         let context = self.env.context().clone();
+        // Back-pressure watches how far the sinks' inputs have got.
+        let stream = self.stream.probe_with(&context.sinks_probe);
         match partitioning {
-            Partitioning::Gather => crate::runtime::sink_operator(
-                self.stream,
-                Exchange::new(|_: &Record<D>| 0),
-                &name,
-                sink,
-                context,
-                metrics,
-            ),
-            _ => crate::runtime::sink_operator(self.stream, Pipeline, &name, sink, context, metrics),
+            Partitioning::Gather => {
+                crate::runtime::sink_operator(stream, Exchange::new(|_: &Record<D>| 0), &name, sink, context, metrics)
+            }
+            _ => crate::runtime::sink_operator(stream, Pipeline, &name, sink, context, metrics),
         }
     }
 
@@ -228,7 +225,7 @@ impl<'scope, D: Data> Stream<'scope, D> {
         let metrics = self.env.metrics(node, &name);
         let context = self.env.context().clone();
         let sink = Arc::new(sink);
-        let stream = self.stream;
+        let stream = self.stream.probe_with(&context.sinks_probe);
         match partitioning {
             Partitioning::Gather => {
                 let pact = Exchange::new(|_: &Record<D>| 0);

@@ -83,6 +83,11 @@ pub struct WorkerContext {
     pub checkpoints: Option<Arc<Coordinator>>,
     /// The most records a source reads per activation.
     pub source_batch_max: usize,
+    /// Back-pressure: the most batches a source instance keeps in flight (read, not yet past
+    /// every sink); `None`: sources read as fast as they can.
+    pub in_flight_batches_max: Option<usize>,
+    /// The frontier at this worker's sinks: how far the job has got, for back-pressure.
+    pub(crate) sinks_probe: timely::dataflow::ProbeHandle<Time>,
 }
 
 /// Who runs the workers.
@@ -103,6 +108,9 @@ pub enum Substrate {
         seed: u64,
     },
 }
+
+/// Batches a source keeps in flight by default on threads ([`JobConfig::in_flight_batches_max`]).
+pub const IN_FLIGHT_BATCHES_DEFAULT: usize = 8;
 
 /// How to run a job. Defaults: the system clock, 128 key groups, a fresh metrics registry.
 #[derive(Clone)]
@@ -129,6 +137,13 @@ pub struct JobConfig {
     /// [`SOURCE_BATCH_RECORDS`](crate::time::source::SOURCE_BATCH_RECORDS)). Results never depend
     /// on it; small batches let the simulator interleave checkpoints and crashes between them.
     pub source_batch_max: usize,
+    /// Back-pressure, as Flink's bounded network buffers give it: a source instance reads a new
+    /// batch only while fewer than this many of its batches are still on their way to the sinks.
+    /// It keeps memory bounded and spreads a fast source's input over many checkpoint epochs, so
+    /// that a restore does not replay everything. Results never depend on it. Default `Some(8)`
+    /// on threads; `None` (read as fast as possible) in the simulator, whose small batches
+    /// already interleave checkpoints with the input.
+    pub in_flight_batches_max: Option<usize>,
 }
 
 impl JobConfig {
@@ -144,12 +159,17 @@ impl JobConfig {
             checkpoint: None,
             restart: RestartStrategy::None,
             source_batch_max: crate::time::source::SOURCE_BATCH_RECORDS,
+            in_flight_batches_max: Some(IN_FLIGHT_BATCHES_DEFAULT),
         }
     }
 
     /// Runs `name` on `workers` simulated workers with seed `seed` (see [`Substrate::Simulated`]).
     pub fn simulated(name: &str, workers: usize, seed: u64) -> Self {
-        JobConfig { substrate: Substrate::Simulated { workers, seed }, ..Self::threads(name, workers) }
+        JobConfig {
+            substrate: Substrate::Simulated { workers, seed },
+            in_flight_batches_max: None,
+            ..Self::threads(name, workers)
+        }
     }
 
     /// Checkpoints as `checkpoint` says, and restarts from checkpoints as `restart` says.
@@ -355,6 +375,7 @@ where
     let failure = JobFailure::default();
     let (name, clock, max_parallelism) = (config.name.clone(), Arc::clone(&config.clock), config.max_parallelism);
     let source_batch_max = config.source_batch_max.max(1);
+    let in_flight_batches_max = config.in_flight_batches_max.map(|max| max.max(1));
     let worker_metrics = metrics.clone();
     let worker_failure = failure.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -368,6 +389,8 @@ where
             network: None,
             checkpoints: coordinator.clone(),
             source_batch_max,
+            in_flight_batches_max,
+            sinks_probe: timely::dataflow::ProbeHandle::new(),
         };
         let index = worker.index();
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -444,6 +467,8 @@ where
         network: None,
         checkpoints: None,
         source_batch_max: crate::time::source::SOURCE_BATCH_RECORDS,
+        in_flight_batches_max: None,
+        sinks_probe: timely::dataflow::ProbeHandle::new(),
     };
     let mut graph = build_job(&mut worker, name, context, &job);
     graph.parallelism = parallelism;

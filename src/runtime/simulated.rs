@@ -116,6 +116,8 @@ where
             network: network.clone(),
             checkpoints: coordinator.clone(),
             source_batch_max: config.source_batch_max.max(1),
+            in_flight_batches_max: config.in_flight_batches_max.map(|max| max.max(1)),
+            sinks_probe: timely::dataflow::ProbeHandle::new(),
         };
         let graph = build_job(worker, name, context, &job);
         if let Some(coordinator) = coordinator {

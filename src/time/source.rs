@@ -16,6 +16,12 @@
 //! of their stamp and their own watermark, which is Flink's rule that a resumed input does not pull
 //! an already advanced watermark back.
 //!
+//! Back-pressure ([`JobConfig::in_flight_batches_max`](crate::runtime::JobConfig)): timely has
+//! none, so a fast source would put its whole input into channels at once — memory without bound,
+//! and every record in the first checkpoint epoch. The source remembers the times of its last
+//! batches and reads a new one only while fewer than the bound are still short of the sinks'
+//! probe (`ProbeHandle` on every sink's input); it never waits on a time it still holds itself.
+//!
 //! Checkpoints (see [`crate::checkpoint`]): the capability's outer coordinate is the epoch. When
 //! the coordinator has triggered checkpoint `e`, the source writes its part — reader offset,
 //! watermark, generator state — and moves its capability from epoch `e` to `e + 1`: that move is
@@ -23,6 +29,7 @@
 //! in a later epoch. A restored source reopens its reader at the offset and restores its
 //! generator, so replayed records get the same watermark stamps as in a run without the crash.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Scope;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::generic::operator::source as timely_source;
-use timely::order::Product;
+use timely::order::{PartialOrder, Product};
 
 use super::{Record, Time, WATERMARK_MAX, WatermarkStrategy, event_coordinate};
 use crate::api::Data;
@@ -108,6 +115,8 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
             watermark_ms = restored.watermark_ms;
         }
         let mut batch: Vec<(i64, D)> = Vec::with_capacity(context.source_batch_max);
+        // The capability times of the batches still on their way to the sinks, oldest first.
+        let mut in_flight: VecDeque<Time> = VecDeque::new();
         let mut last_record_at_ms = context.clock.now_ms();
         let mut idle = false;
         let mut finished_part: Option<Vec<u8>> = None;
@@ -167,6 +176,18 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                     }
                 }
             }
+            if let Some(in_flight_max) = context.in_flight_batches_max {
+                while in_flight.front().is_some_and(|time| !context.sinks_probe.less_equal(time)) {
+                    in_flight.pop_front();
+                }
+                // Wait only on a time the source has left behind: the sinks can pass it.
+                if in_flight.len() >= in_flight_max
+                    && in_flight.front().is_some_and(|oldest| oldest.less_than(held.time()))
+                {
+                    activator.activate();
+                    return;
+                }
+            }
             let reader = reader.as_mut().expect("opened above");
             batch.clear();
             let status = match reader.read(&mut batch, context.source_batch_max) {
@@ -181,6 +202,9 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
 
             if !batch.is_empty() {
                 OperatorMetrics::add(&metrics.records_out, batch.len());
+                if context.in_flight_batches_max.is_some() && in_flight.back() != Some(held.time()) {
+                    in_flight.push_back(*held.time());
+                }
                 let mut session = output.session(&*held);
                 let mut regressed = None;
                 for (time_ms, value) in batch.drain(..) {
