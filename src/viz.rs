@@ -34,13 +34,7 @@ const MARGIN_BOTTOM: f64 = 50.0;
 
 /// Draws `points` (in input order) as an SVG document titled `title`.
 pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#, escape(title));
+    let mut svg = begin(title);
     if points.is_empty() {
         let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="{}">no events</text></svg>"#, HEIGHT / 2.0);
         return svg;
@@ -56,35 +50,13 @@ pub fn watermark_svg(title: &str, points: &[WatermarkPoint]) -> String {
     let y = |time_ms: i64| MARGIN_TOP + plot_h - (time_ms - y_min) as f64 / (y_max - y_min) as f64 * plot_h;
 
     // Axes, with ticks at the ends and the middle.
-    let (bottom, right) = (MARGIN_TOP + plot_h, MARGIN_LEFT + plot_w);
-    let _ = writeln!(svg, r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##);
-    for fraction in [0.0, 0.5, 1.0] {
+    let right = MARGIN_LEFT + plot_w;
+    let ticks = [0.0, 0.5, 1.0].map(|fraction| {
         let position = x_min + ((x_max - x_min) as f64 * fraction) as u64;
         let time_ms = y_min + ((y_max - y_min) as f64 * fraction) as i64;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{position}</text>"#,
-            x(position),
-            bottom + 18.0
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{time_ms}</text>"#,
-            MARGIN_LEFT - 6.0,
-            y(time_ms) + 4.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">input position</text>"#,
-        MARGIN_LEFT + plot_w / 2.0,
-        HEIGHT - 10.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">event time (ms)</text>"#,
-        MARGIN_TOP + plot_h / 2.0
-    );
+        ((x(position), position.to_string()), (y(time_ms), time_ms.to_string()))
+    });
+    axes(&mut svg, plot_h, 0.0, &ticks, "input position", "event time (ms)");
 
     let stride = points.len().div_ceil(SVG_POINTS_MAX).max(1);
     let _ = writeln!(svg, r##"<g fill="#9a9a9a" fill-opacity="0.55">"##);
@@ -154,13 +126,7 @@ pub struct Timeline {
 /// Draws a run's time line: the committed count as a step line, each checkpoint as a bar from its
 /// trigger to its end (green: completed, grey: failed), each crash as a red line.
 pub fn timeline_svg(title: &str, timeline: &Timeline) -> String {
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#, escape(title));
+    let mut svg = begin(title);
     let end_ms = timeline.end_ms.max(1);
     let total = timeline.committed.last().map_or(0, |(_, total)| *total).max(1);
     let plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
@@ -171,31 +137,13 @@ pub fn timeline_svg(title: &str, timeline: &Timeline) -> String {
     let x = |ms: i64| MARGIN_LEFT + ms.clamp(0, end_ms) as f64 / end_ms as f64 * plot_w;
     let y = |count: u64| MARGIN_TOP + plot_h - count as f64 / total as f64 * plot_h;
 
-    let _ = writeln!(svg, r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##);
-    for fraction in [0.0, 0.5, 1.0] {
+    let ticks = [0.0, 0.5, 1.0].map(|fraction| {
         let ms = (end_ms as f64 * fraction) as i64;
         let count = (total as f64 * fraction) as u64;
-        let _ =
-            writeln!(svg, r#"<text x="{:.1}" y="{}" text-anchor="middle">{ms}</text>"#, x(ms), bottom + band_h + 18.0);
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{count}</text>"#,
-            MARGIN_LEFT - 6.0,
-            y(count) + 4.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">processing time (ms, virtual in the simulator)</text>"#,
-        MARGIN_LEFT + plot_w / 2.0,
-        HEIGHT - 10.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        MARGIN_TOP + plot_h / 2.0,
-        escape(&timeline.committed_label)
-    );
+        ((x(ms), ms.to_string()), (y(count), count.to_string()))
+    });
+    let x_title = "processing time (ms, virtual in the simulator)";
+    axes(&mut svg, plot_h, band_h, &ticks, x_title, &timeline.committed_label);
 
     let _ = writeln!(svg, r#"<g>"#);
     for &(trigger_ms, end, completed) in &timeline.checkpoints {
@@ -246,6 +194,50 @@ pub fn timeline_svg(title: &str, timeline: &Timeline) -> String {
     );
     svg.push_str("</svg>\n");
     svg
+}
+
+/// A drawing of the common size: white, with `title` on top.
+fn begin(title: &str) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(svg, r#"<text x="{MARGIN_LEFT}" y="22" font-size="15">{}</text>"#, escape(title));
+    svg
+}
+
+/// The two axes of a plot `plot_h` high, their tick labels (`((x, label), (y, label))` in
+/// pixels) `gap` below the plot, and their titles.
+fn axes(
+    svg: &mut String,
+    plot_h: f64,
+    gap: f64,
+    ticks: &[((f64, String), (f64, String))],
+    x_title: &str,
+    y_title: &str,
+) {
+    let (bottom, right) = (MARGIN_TOP + plot_h, WIDTH - MARGIN_RIGHT);
+    let _ = writeln!(svg, r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##);
+    for ((x, x_label), (y, y_label)) in ticks {
+        let _ = writeln!(svg, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{x_label}</text>"#, bottom + gap + 18.0);
+        let _ =
+            writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{y_label}</text>"#, MARGIN_LEFT - 6.0, y + 4.0);
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+        (MARGIN_LEFT + right) / 2.0,
+        HEIGHT - 10.0,
+        escape(x_title)
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        MARGIN_TOP + plot_h / 2.0,
+        escape(y_title)
+    );
 }
 
 fn escape(text: &str) -> String {
