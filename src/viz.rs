@@ -208,16 +208,12 @@ fn begin(title: &str) -> String {
     svg
 }
 
+/// A tick on each axis: `((x, label), (y, label))`, positions in pixels.
+type Tick = ((f64, String), (f64, String));
+
 /// The two axes of a plot `plot_h` high, their tick labels (`((x, label), (y, label))` in
 /// pixels) `gap` below the plot, and their titles.
-fn axes(
-    svg: &mut String,
-    plot_h: f64,
-    gap: f64,
-    ticks: &[((f64, String), (f64, String))],
-    x_title: &str,
-    y_title: &str,
-) {
+fn axes(svg: &mut String, plot_h: f64, gap: f64, ticks: &[Tick], x_title: &str, y_title: &str) {
     let (bottom, right) = (MARGIN_TOP + plot_h, WIDTH - MARGIN_RIGHT);
     let _ = writeln!(svg, r##"<path d="M{MARGIN_LEFT} {MARGIN_TOP} V{bottom} H{right}" fill="none" stroke="#333"/>"##);
     for ((x, x_label), (y, y_label)) in ticks {
