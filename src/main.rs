@@ -39,6 +39,9 @@ enum Command {
     /// The flagship: the real-time rule-based marketing job (dynamic rules, keyed state, timers,
     /// exactly-once coupons) in the simulator with crashes, checked against a fault-free run.
     Demo(DemoArgs),
+    /// Measure throughput: `bench window` runs a windowed count per key over generated events on
+    /// flowlab and on a plain single-threaded loop (the limit), and checks they agree.
+    Bench(BenchArgs),
     /// Write a generated CSV input (`key,event_time_ms,value`); the same arguments give the same bytes.
     Gen(GenArgs),
     /// Show how watermarks advance on each worker and which events are late.
@@ -50,6 +53,36 @@ enum Command {
     /// Run the built-in window job under the deterministic simulator, one run per seed, and check
     /// each against the threads substrate.
     Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// What to measure: `window`.
+    what: String,
+    /// tumbling:<size> | sliding:<size>,<slide> | session:<gap> (session: flowlab only)
+    #[arg(long, default_value = "tumbling:10s")]
+    window: String,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Events, generated in memory (1 000 per second of event time).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Bounded disorder of the events, and of the watermark.
+    #[arg(long, default_value = "2s")]
+    disorder: String,
+    /// Generator seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// flowlab's workers.
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
+    /// flowlab | baseline | both (flowlab as a fraction of the loop, and a check they agree).
+    #[arg(long, default_value = "both")]
+    engine: String,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -345,6 +378,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo_command(&args),
+        Command::Bench(args) => bench_command(&args),
         Command::Gen(args) => gen_command(&args),
         Command::Watermarks(args) => watermarks_command(&args),
         Command::Window(args) => window_command(&args),
@@ -358,6 +392,69 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench_command(args: &BenchArgs) -> Result<()> {
+    use flowlab::jobs::bench::{Engine, WindowBench, bench_window};
+    if args.what != "window" {
+        return Err(Error::Usage(format!("flowlab bench measures `window`; {:?} is not built yet", args.what)));
+    }
+    let bench = WindowBench {
+        window: WindowSpec::parse(&args.window)?,
+        input: GeneratorConfig {
+            keys: args.keys,
+            events: args.events,
+            disorder_ms: parse_duration_ms(&args.disorder)?,
+            seed: args.seed,
+            ..GeneratorConfig::default()
+        },
+        parallelism: args.parallelism,
+    };
+    let engines = match args.engine.as_str() {
+        "both" => vec![Engine::Baseline, Engine::Flowlab],
+        one => vec![Engine::parse(one)?],
+    };
+    let mut reports = Vec::new();
+    for engine in engines {
+        let bar = progress_bar(Some(args.events), &format!("{engine:?}"));
+        let report = bench_window(&bench, engine, &|done| bar.set_position(done))?;
+        bar.finish_and_clear();
+        if args.json {
+            println!("{}", serde_json::to_string(&report).map_err(|e| Error::Runtime(e.to_string()))?);
+        } else {
+            println!(
+                "{:<8} {} over {} events, {} keys, {} worker(s): {:.2} s, {:.2} M events/s, {:.2} M events/s per core, {} results, {} late, peak memory {}, digest {:016x}",
+                format!("{engine:?}").to_lowercase(),
+                args.window,
+                report.events,
+                args.keys,
+                report.parallelism,
+                report.seconds,
+                report.events_per_second / 1e6,
+                report.events_per_second_per_core / 1e6,
+                report.results,
+                report.late,
+                report.peak_memory_bytes.map_or("unknown".to_string(), |bytes| format!("{} MB", bytes / 1_000_000)),
+                report.digest
+            );
+        }
+        reports.push(report);
+    }
+    if let [baseline, flowlab] = &reports[..] {
+        if baseline.digest != flowlab.digest {
+            return Err(Error::Runtime(format!(
+                "flowlab's output (digest {:016x}) differs from the baseline's ({:016x})",
+                flowlab.digest, baseline.digest
+            )));
+        }
+        if !args.json {
+            println!(
+                "same output; flowlab per core is {:.2} of the plain loop",
+                flowlab.events_per_second_per_core / baseline.events_per_second_per_core
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `--restore latest|<id>`, or a fresh start without it.

@@ -208,3 +208,23 @@ fn sim_writes_a_trace_of_crashes_and_refuses_bad_fault_settings() {
     assert!(!many.status.success());
     assert!(String::from_utf8_lossy(&many.stderr).contains("--seed"));
 }
+
+#[test]
+fn bench_window_compares_flowlab_with_the_loop_and_prints_json() {
+    let output = flowlab(&["bench", "window", "--window", "sliding:4s,2s", "--events", "20000", "--keys", "100"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("same output; flowlab per core is"), "{text}");
+    assert_eq!(text.lines().filter(|line| line.contains("M events/s per core")).count(), 2, "{text}");
+
+    let output = flowlab(&["bench", "window", "--events", "5000", "--keys", "10", "--engine", "flowlab", "--json"]);
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["engine"], "flowlab");
+    assert_eq!(report["events"], 5000);
+    assert!(report["events_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{report}");
+
+    let output = flowlab(&["bench", "nexmark"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not built yet"));
+}
