@@ -45,4 +45,6 @@ pub mod book {
     pub struct Checkpoints;
     #[doc = include_str!("../book/src/marketing.md")]
     pub struct Marketing;
+    #[doc = include_str!("../book/src/benchmarks.md")]
+    pub struct Benchmarks;
 }
