@@ -515,7 +515,9 @@ fn demo_command(args: &DemoArgs) -> Result<()> {
         let config = JobConfig::threads("marketing", args.workers)
             .with_checkpoints(checkpoint, RestartStrategy::FixedDelay { attempts: 3, delay_ms: 100 });
         let files = RealFiles::in_dir(&args.out);
-        let (output, report) = with_progress(&config.metrics, Some(events), || run_real(&input, &config, &files))?;
+        let (output, report) = with_progress_of(&config.metrics, "user events", Some(events), "reading", || {
+            run_real(&input, &config, &files)
+        })?;
         for note in &report.notes {
             println!("{note}");
         }
@@ -534,23 +536,9 @@ fn demo_command(args: &DemoArgs) -> Result<()> {
         check.checkpoint_interval_ms = checkpoint_interval_ms;
         check.bounds.crash_probability_max = args.crash_probability;
         check.bounds.crashes_max = args.crashes_max;
-        let bar = progress_bar(Some(events), "simulating (the count restarts after each crash)");
         let metrics = check.metrics.clone();
-        let run = std::thread::scope(|scope| {
-            let (done, finished) = std::sync::mpsc::channel::<()>();
-            let bar = &bar;
-            scope.spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    finished.recv_timeout(Duration::from_millis(100))
-                {
-                    bar.set_position(metrics.total("user events", |m| m.records_out));
-                }
-            });
-            let run = check.run(args.seed);
-            drop(done);
-            run
-        })?;
-        bar.finish_and_clear();
+        let what = "simulating (the count restarts after each crash)";
+        let run = with_progress_of(&metrics, "user events", Some(events), what, || check.run(args.seed))?;
         let simulation = &run.simulation;
         println!(
             "simulation (seed {}): {} crashes survived, {} restarts, {}/{} checkpoints completed, {} steps, {} virtual ms, trace {:016x}",
@@ -767,7 +755,18 @@ fn watermarks_job(args: &WatermarksArgs) -> Result<WatermarksJob> {
 
 /// Runs `run` while a progress spinner shows how many records the sources have read.
 fn with_progress<T>(metrics: &MetricsRegistry, total: Option<u64>, run: impl FnOnce() -> Result<T>) -> Result<T> {
-    let bar = progress_bar(total, "reading");
+    with_progress_of(metrics, "source:", total, "reading", run)
+}
+
+/// Runs `run` while a bar shows the records read by the operators whose names start with `sources`.
+fn with_progress_of<T>(
+    metrics: &MetricsRegistry,
+    sources: &str,
+    total: Option<u64>,
+    what: &str,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let bar = progress_bar(total, what);
     let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let bar = &bar;
@@ -776,7 +775,7 @@ fn with_progress<T>(metrics: &MetricsRegistry, total: Option<u64>, run: impl FnO
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 finished.recv_timeout(Duration::from_millis(100))
             {
-                bar.set_position(metrics.total("source:", |m| m.records_out));
+                bar.set_position(metrics.total(sources, |m| m.records_out));
             }
         });
         let result = run();
