@@ -44,21 +44,46 @@ fn flowlab_and_the_loop_agree_on_tumbling_and_sliding_windows_with_late_events()
 }
 
 #[test]
-fn the_loop_refuses_what_it_does_not_run() {
+fn flowlab_and_the_loop_agree_on_session_windows() {
+    for (disorder_ms, late_fraction) in [(0, 0.0), (1_500, 0.03)] {
+        let window = WindowSpec::Session { gap_ms: 40 };
+        let input = input(20_000, 200, disorder_ms, late_fraction, 3);
+        let baseline =
+            bench_window(&bench(window, input.clone(), 1), Engine::Baseline, &|_| {}).expect("the loop runs");
+        assert!(baseline.results > 1_000, "{baseline:?}");
+        assert_eq!(baseline.late > 0, late_fraction > 0.0, "{baseline:?}");
+        for parallelism in [1, 2] {
+            let flowlab = bench_window(&bench(window, input.clone(), parallelism), Engine::Flowlab, &|_| {})
+                .expect("flowlab runs");
+            assert_eq!(
+                (flowlab.results, flowlab.late, flowlab.digest),
+                (baseline.results, baseline.late, baseline.digest),
+                "sessions, disorder {disorder_ms} ms, on {parallelism} worker(s)"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_engines_refuse_count_windows_and_report_what_they_used() {
     let error = bench_window(
-        &bench(WindowSpec::Session { gap_ms: 1_000 }, input(10, 2, 0, 0.0, 0), 1),
+        &bench(WindowSpec::Count { size: 10, slide: None }, input(10, 2, 0, 0.0, 0), 1),
         Engine::Baseline,
         &|_| {},
     )
-    .expect_err("no sessions in the loop");
-    assert!(error.to_string().contains("tumbling and sliding"), "{error}");
+    .expect_err("no count windows in the loop");
+    assert!(error.to_string().contains("tumbling, sliding and session"), "{error}");
+    let seen = std::sync::Mutex::new(Vec::new());
     let report = bench_window(
-        &bench(WindowSpec::Session { gap_ms: 1_000 }, input(1_000, 5, 0, 0.0, 0), 1),
-        Engine::Flowlab,
-        &|_| {},
+        &bench(WindowSpec::Tumbling { size_ms: 1_000 }, input(200_000, 100, 0, 0.0, 0), 1),
+        Engine::Baseline,
+        &|done| seen.lock().unwrap().push(done),
     )
-    .expect("flowlab runs sessions");
-    assert!(report.results > 0 && report.events == 1_000);
+    .expect("the loop runs");
+    assert!(report.cpu_seconds > 0.0 && report.events_per_cpu_second > 0.0, "{report:?}");
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.len() >= 3 && seen.windows(2).all(|pair| pair[0] <= pair[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&200_000));
 }
 
 proptest! {

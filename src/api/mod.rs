@@ -24,6 +24,7 @@
 //! ```
 
 mod broadcast;
+mod compact_key;
 mod graph;
 mod keyed;
 mod process;
@@ -33,6 +34,7 @@ mod windowed;
 pub use broadcast::{
     BroadcastContext, BroadcastState, BroadcastStream, ConnectedStreams, KeyedBroadcastProcessFunction,
 };
+pub use compact_key::CompactKey;
 pub use graph::{JobGraph, Operator, OperatorKind, Partitioning};
 pub use keyed::KeyedStream;
 pub use process::{KeyedProcessCore, KeyedProcessFunction, ProcessContext};

@@ -9,11 +9,12 @@
 //! configuration always gives the same events — the same bytes from `flowlab gen`.
 
 use std::io::Write;
+use std::marker::PhantomData;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Event, FinishedReader, ReadStatus, Source, SourceReader};
+use super::{Event, FinishedReader, FromEventFields, ReadStatus, Source, SourceReader};
 use crate::error::{Error, Result};
 
 /// What to generate. Defaults: 100 keys, 1 000 000 events, 1 000 events/s, 2 s disorder,
@@ -76,6 +77,12 @@ impl GeneratorConfig {
 /// The generated events, in arrival order, as `(event_time_ms, event)`; `event.line` is the
 /// 1-based line the event has in `flowlab gen`'s output.
 pub fn generate_events(config: &GeneratorConfig) -> impl Iterator<Item = (i64, Event)> + use<> {
+    generate_raw(config).map(|(time_ms, key, value, line)| (time_ms, Event { key: format!("k{key}"), value, line }))
+}
+
+/// The generated events as `(event_time_ms, key number, value, line)`: what [`generate_events`]
+/// gives, before the key is named `k<number>`.
+fn generate_raw(config: &GeneratorConfig) -> impl Iterator<Item = (i64, u64, i64, u64)> + use<> {
     let config = config.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     (0..config.events).map(move |index| {
@@ -86,8 +93,25 @@ pub fn generate_events(config: &GeneratorConfig) -> impl Iterator<Item = (i64, E
         if config.late_fraction > 0.0 && rng.random_bool(config.late_fraction) {
             time_ms -= rng.random_range(1..=config.straggler_ms_max);
         }
-        (time_ms, Event { key: format!("k{key}"), value, line: index + 1 })
+        (time_ms, key, value, index + 1)
     })
+}
+
+/// Writes `k<number>` into `buffer` and returns it as text, without an allocation.
+fn key_name(number: u64, buffer: &mut [u8; 21]) -> &str {
+    let mut at = buffer.len();
+    let mut rest = number;
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    buffer[at] = b'k';
+    std::str::from_utf8(&buffer[at..]).expect("ASCII digits")
 }
 
 /// Writes the generated events as CSV lines `key,event_time_ms,value`, without a header.
@@ -98,20 +122,41 @@ pub fn write_events_csv(config: &GeneratorConfig, out: &mut dyn Write) -> std::i
     out.flush()
 }
 
-/// The generator as a source: one logical stream, read by instance 0.
-#[derive(Clone, Debug)]
-pub struct GeneratorSource {
+/// The generator as a source: one logical stream, read by instance 0, of [`Event`]s (or of any
+/// [`FromEventFields`] rows, with [`GeneratorSource::of_rows`]).
+pub struct GeneratorSource<R = Event> {
     config: GeneratorConfig,
+    rows: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for GeneratorSource<R> {
+    fn clone(&self) -> Self {
+        GeneratorSource { config: self.config.clone(), rows: PhantomData }
+    }
+}
+
+impl<R> std::fmt::Debug for GeneratorSource<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratorSource").field("config", &self.config).finish()
+    }
 }
 
 impl GeneratorSource {
     /// A source of `generate_events(config)`.
     pub fn new(config: GeneratorConfig) -> Self {
-        GeneratorSource { config }
+        Self::of_rows(config)
     }
 }
 
-impl Source<Event> for GeneratorSource {
+impl<R: FromEventFields> GeneratorSource<R> {
+    /// A source of the same events as rows of `R`, built from their fields (no [`Event`] and no
+    /// `String` in between).
+    pub fn of_rows(config: GeneratorConfig) -> Self {
+        GeneratorSource { config, rows: PhantomData }
+    }
+}
+
+impl<R: FromEventFields> Source<R> for GeneratorSource<R> {
     fn is_single_stream(&self) -> bool {
         true
     }
@@ -120,34 +165,38 @@ impl Source<Event> for GeneratorSource {
         format!("generator seed={} events={}", self.config.seed, self.config.events)
     }
 
-    fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SourceReader<Event>>> {
+    fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SourceReader<R>>> {
         self.config.validate()?;
         if instance != 0 {
             return Ok(Box::new(FinishedReader));
         }
-        Ok(Box::new(GeneratorReader { events: Box::new(generate_events(&self.config)), offset: 0 }))
+        Ok(Box::new(GeneratorReader { events: Box::new(generate_raw(&self.config)), offset: 0, rows: PhantomData }))
     }
 
-    fn reopen(&self, instance: usize, instances: usize, offset: u64) -> Result<Box<dyn SourceReader<Event>>> {
+    fn reopen(&self, instance: usize, instances: usize, offset: u64) -> Result<Box<dyn SourceReader<R>>> {
         self.config.validate()?;
         if instance != 0 {
             return self.open(instance, instances);
         }
         // The sequence is a function of the seed: regenerate it and skip what was read.
-        let events = generate_events(&self.config).skip(offset as usize);
-        Ok(Box::new(GeneratorReader { events: Box::new(events), offset }))
+        let events = generate_raw(&self.config).skip(offset as usize);
+        Ok(Box::new(GeneratorReader { events: Box::new(events), offset, rows: PhantomData }))
     }
 }
 
-struct GeneratorReader {
-    events: Box<dyn Iterator<Item = (i64, Event)>>,
+struct GeneratorReader<R> {
+    events: Box<dyn Iterator<Item = (i64, u64, i64, u64)>>,
     offset: u64,
+    rows: PhantomData<fn() -> R>,
 }
 
-impl SourceReader<Event> for GeneratorReader {
-    fn read(&mut self, out: &mut Vec<(i64, Event)>, max_records: usize) -> Result<ReadStatus> {
+impl<R: FromEventFields> SourceReader<R> for GeneratorReader<R> {
+    fn read(&mut self, out: &mut Vec<(i64, R)>, max_records: usize) -> Result<ReadStatus> {
         let before = out.len();
-        out.extend(self.events.by_ref().take(max_records));
+        let mut name = [0u8; 21];
+        out.extend(self.events.by_ref().take(max_records).map(|(time_ms, key, value, line)| {
+            (time_ms, R::from_event_fields(key_name(key, &mut name), time_ms, value, line))
+        }));
         let produced = out.len() - before;
         self.offset += produced as u64;
         Ok(if produced < max_records { ReadStatus::Finished } else { ReadStatus::More })
@@ -169,6 +218,10 @@ mod tests {
         assert_eq!(first, generate_events(&config).collect::<Vec<_>>());
         let other: Vec<_> = generate_events(&GeneratorConfig { seed: 1, ..config.clone() }).collect();
         assert_ne!(first, other);
+        let mut name = [0u8; 21];
+        for number in [0, 7, 10, 9_999, u64::MAX] {
+            assert_eq!(key_name(number, &mut name), format!("k{number}"));
+        }
         let mut max_seen = i64::MIN;
         for (time_ms, _) in &first {
             assert!(*time_ms >= max_seen.saturating_sub(config.disorder_ms), "disorder beyond the bound");

@@ -1,28 +1,30 @@
 //! `flowlab bench window`: a windowed count + sum per key over generated events, on flowlab or
 //! on a plain single-threaded loop that marks the limit.
 //!
-//! Both engines read the same seeded events from [`generate_events`] in memory (no parsing), use
-//! the same watermark (`max time − disorder − 1`, each event judged by the watermark before it)
-//! and the same lateness rule (an element is late when every window it belongs to has fired), and
-//! fold their results into the same order-independent digest — so a report can say both how fast
-//! flowlab is and that it computed the same thing as the loop.
+//! Both engines read the same seeded events from the generator in memory (no parsing, keys
+//! inline), use the same watermark (`max time − disorder − 1`, each event judged by the watermark
+//! before it) and the same lateness rule (an element is late when every window it belongs to has
+//! fired), and fold their results into the same order-independent digest — so a report can say
+//! both how fast flowlab is and that it computed the same thing as the loop. Tumbling, sliding and
+//! session windows; the report gives wall time, CPU time (`getrusage`) and peak memory.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::sim::CountSum;
 use super::window::WindowSpec;
-use crate::api::Env;
-use crate::connectors::{Event, GeneratorConfig, GeneratorSource, Sink, SinkWriter, generate_events};
+use crate::api::{CompactKey, Env};
+use crate::connectors::{FromEventFields, GeneratorConfig, GeneratorSource, ReadStatus, Sink, SinkWriter, Source};
 use crate::error::{Error, Result};
 use crate::runtime::{JobConfig, execute};
+use crate::state::LookupHasher;
 use crate::time::{Record, WATERMARK_MIN, WatermarkStrategy};
-use crate::window::{SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowResult};
+use crate::window::{AggregateFunction, SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowResult};
 
 /// Which engine runs the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,7 +50,7 @@ impl Engine {
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct WindowBench {
-    /// The windows (tumbling or sliding; the baseline has no sessions or count windows).
+    /// The windows: tumbling, sliding or session (no count windows).
     pub window: WindowSpec,
     /// The generated events: keys, count, disorder, seed.
     pub input: GeneratorConfig,
@@ -73,10 +75,15 @@ pub struct BenchReport {
     pub digest: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// CPU seconds (user + system, `getrusage`) of the whole process during the run: every
+    /// worker's, and the loop's. On a busy machine the steadier measure.
+    pub cpu_seconds: f64,
     /// Events per second.
     pub events_per_second: f64,
     /// Events per second per worker.
     pub events_per_second_per_core: f64,
+    /// Events per CPU second: what one fully used core gets through.
+    pub events_per_cpu_second: f64,
     /// The process's peak resident memory so far (`VmHWM`), if the platform tells.
     pub peak_memory_bytes: Option<u64>,
 }
@@ -86,6 +93,7 @@ pub struct BenchReport {
 pub fn bench_window(bench: &WindowBench, engine: Engine, progress: &(dyn Fn(u64) + Sync)) -> Result<BenchReport> {
     bench.input.validate()?;
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let (results, late, digest, parallelism) = match engine {
         Engine::Flowlab => {
             let (results, late, digest) = run_flowlab(bench, progress)?;
@@ -97,6 +105,7 @@ pub fn bench_window(bench: &WindowBench, engine: Engine, progress: &(dyn Fn(u64)
         }
     };
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let cpu_seconds = (cpu_seconds() - cpu_started).max(1e-9);
     let events_per_second = bench.input.events as f64 / seconds;
     Ok(BenchReport {
         engine,
@@ -106,10 +115,52 @@ pub fn bench_window(bench: &WindowBench, engine: Engine, progress: &(dyn Fn(u64)
         late,
         digest,
         seconds,
+        cpu_seconds,
         events_per_second,
         events_per_second_per_core: events_per_second / parallelism as f64,
+        events_per_cpu_second: bench.input.events as f64 / cpu_seconds,
         peak_memory_bytes: peak_memory_bytes(),
     })
+}
+
+/// A generated event as both engines read it: the key inline, so that neither engine spends its
+/// time allocating key strings, and the comparison is of windowing, not of `malloc`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct BenchEvent {
+    key: CompactKey,
+    value: i64,
+}
+
+impl FromEventFields for BenchEvent {
+    fn from_event_fields(key: &str, _time_ms: i64, value: i64, _line: u64) -> Self {
+        BenchEvent { key: CompactKey::new(key), value }
+    }
+}
+
+/// Count and sum of values.
+struct BenchCountSum;
+
+impl AggregateFunction<BenchEvent> for BenchCountSum {
+    type Accumulator = (u64, i64);
+    type Output = (u64, i64);
+
+    fn create_accumulator(&self) -> (u64, i64) {
+        (0, 0)
+    }
+
+    fn add(&self, accumulator: &mut (u64, i64), event: &BenchEvent) {
+        accumulator.0 += 1;
+        accumulator.1 = accumulator.1.wrapping_add(event.value);
+    }
+
+    fn merge(&self, accumulator: &mut (u64, i64), other: (u64, i64)) {
+        accumulator.0 += other.0;
+        accumulator.1 = accumulator.1.wrapping_add(other.1);
+    }
+
+    fn result(&self, accumulator: &(u64, i64)) -> (u64, i64) {
+        *accumulator
+    }
 }
 
 /// An order-independent digest: the wrapping sum of a hash of every result and late event.
@@ -120,22 +171,32 @@ struct Digest {
     sum: Arc<AtomicU64>,
 }
 
-fn hash_result(key: &str, start: i64, end: i64, count: u64, sum: i64) -> u64 {
-    let mut bytes = Vec::with_capacity(key.len() + 32);
-    bytes.extend_from_slice(key.as_bytes());
-    for number in [start as u64, end as u64, count, sum as u64] {
-        bytes.extend_from_slice(&number.to_le_bytes());
-    }
-    flowlab_sim::stable_hash(&bytes)
+fn hash_result(key: &CompactKey, start: i64, end: i64, count: u64, sum: i64) -> u64 {
+    digest_words(key, &[start as u64, end as u64, count, sum as u64])
 }
 
-fn hash_late(key: &str, time_ms: i64, value: i64) -> u64 {
-    let mut bytes = Vec::with_capacity(key.len() + 17);
-    bytes.push(b'L');
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.extend_from_slice(&time_ms.to_le_bytes());
-    bytes.extend_from_slice(&value.to_le_bytes());
-    flowlab_sim::stable_hash(&bytes)
+fn hash_late(key: &CompactKey, time_ms: i64, value: i64) -> u64 {
+    digest_words(key, &[u64::from(b'L'), time_ms as u64, value as u64])
+}
+
+/// A fixed hash of a key and some numbers, eight bytes per step (splitmix64's finaliser): both
+/// engines hash every result, tens of millions with sliding windows, so it must cost little next
+/// to the windowing it checks.
+fn digest_words(key: &CompactKey, numbers: &[u64]) -> u64 {
+    fn mix(state: u64, word: u64) -> u64 {
+        let mut z = (state ^ word).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let bytes = key.as_bytes();
+    let mut state = mix(0, bytes.len() as u64);
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        state = mix(state, u64::from_le_bytes(word));
+    }
+    numbers.iter().fold(state, |state, &number| mix(state, number))
 }
 
 impl Digest {
@@ -201,9 +262,11 @@ fn run_flowlab(bench: &WindowBench, progress: &(dyn Fn(u64) + Sync)) -> Result<(
         });
         let result = execute(&config, move |env: &Env<'_>| {
             let keyed = env
-                .source(GeneratorSource::new(input.clone()), WatermarkStrategy::bounded(input.disorder_ms))
-                .map(|event: Event| (event.key, event.value))
-                .key_by(|(key, _): &(String, i64)| key.clone());
+                .source(
+                    GeneratorSource::<BenchEvent>::of_rows(input.clone()),
+                    WatermarkStrategy::bounded(input.disorder_ms),
+                )
+                .key_by(|event: &BenchEvent| event.key.clone());
             let windowed = match window {
                 WindowSpec::Tumbling { size_ms } => {
                     keyed.window(TumblingWindows::event_time(size_ms).expect("checked before the run"))
@@ -215,10 +278,10 @@ fn run_flowlab(bench: &WindowBench, progress: &(dyn Fn(u64) + Sync)) -> Result<(
                     .window(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("checked before the run")),
                 WindowSpec::Count { .. } => unreachable!("refused above"),
             };
-            let output = windowed.aggregate(CountSum);
+            let output = windowed.aggregate(BenchCountSum);
             output.results.sink(DigestSink {
                 digest: sink_digest.clone(),
-                hash: |record: &Record<WindowResult<String, (u64, i64)>>| {
+                hash: |record: &Record<WindowResult<CompactKey, (u64, i64)>>| {
                     let result = &record.value;
                     hash_result(&result.key, result.window.start, result.window.end, result.value.0, result.value.1)
                 },
@@ -226,7 +289,7 @@ fn run_flowlab(bench: &WindowBench, progress: &(dyn Fn(u64) + Sync)) -> Result<(
             });
             output.late.sink(DigestSink {
                 digest: sink_digest.clone(),
-                hash: |record: &Record<(String, i64)>| hash_late(&record.value.0, record.time_ms, record.value.1),
+                hash: |record: &Record<BenchEvent>| hash_late(&record.value.key, record.time_ms, record.value.value),
                 counter: |digest| &digest.late,
             });
         });
@@ -250,65 +313,177 @@ fn window_assigner_check(window: &WindowSpec) -> Result<()> {
     }
 }
 
-/// The plain loop: per event, fire every window the watermark before it has closed (in end
-/// order), then add the event to its open windows or count it late. Tumbling and sliding windows.
-fn run_baseline(window: &WindowSpec, input: &GeneratorConfig, progress: &dyn Fn(u64)) -> Result<(u64, u64, u64)> {
-    let (size_ms, slide_ms) = match *window {
-        WindowSpec::Tumbling { size_ms } => (size_ms, size_ms),
-        WindowSpec::Sliding { size_ms, slide_ms } => (size_ms, slide_ms),
-        _ => return Err(Error::Usage("the baseline engine runs tumbling and sliding windows".to_string())),
-    };
-    window_assigner_check(window)?;
-    // (window end, key) → (count, sum): firing takes the smallest ends first.
-    let mut open: BTreeMap<(i64, String), (u64, i64)> = BTreeMap::new();
-    let (mut results, mut late, mut digest) = (0u64, 0u64, 0u64);
+/// What the plain loop has emitted so far.
+#[derive(Default)]
+struct LoopOutput {
+    results: u64,
+    late: u64,
+    digest: u64,
+}
+
+impl LoopOutput {
+    fn result(&mut self, key: &CompactKey, start: i64, end: i64, (count, sum): (u64, i64)) {
+        self.results += 1;
+        self.digest = self.digest.wrapping_add(hash_result(key, start, end, count, sum));
+    }
+
+    fn late(&mut self, key: &CompactKey, time_ms: i64, value: i64) {
+        self.late += 1;
+        self.digest = self.digest.wrapping_add(hash_late(key, time_ms, value));
+    }
+}
+
+/// The loop's per-key maps, with flowlab's own lookup hasher: the limit should not be set by a
+/// slower hash. Their order never reaches the digest, a sum.
+type LoopMap<V> = HashMap<CompactKey, V, BuildHasherDefault<LookupHasher>>;
+
+/// Events per read of the loop's generator, and so per progress report.
+const LOOP_BATCH: usize = 65_536;
+
+/// Feeds the generated events to `on_event(time, watermark before it, event)`, in order, with the
+/// watermark of a bounded-out-of-orderness source: `max time − disorder − 1`.
+fn for_each_event(
+    input: &GeneratorConfig,
+    progress: &dyn Fn(u64),
+    mut on_event: impl FnMut(i64, i64, BenchEvent),
+) -> Result<()> {
+    let mut reader = GeneratorSource::<BenchEvent>::of_rows(input.clone()).open(0, 1)?;
+    let mut batch = Vec::with_capacity(LOOP_BATCH);
     let mut max_time_ms: Option<i64> = None;
-    for (index, (time_ms, event)) in generate_events(input).enumerate() {
-        if index % 65_536 == 0 {
-            progress(index as u64);
+    loop {
+        batch.clear();
+        let status = reader.read(&mut batch, LOOP_BATCH)?;
+        for (time_ms, event) in batch.drain(..) {
+            let watermark_ms = max_time_ms.map_or(WATERMARK_MIN, |max| max - input.disorder_ms - 1);
+            max_time_ms = Some(max_time_ms.map_or(time_ms, |max| max.max(time_ms)));
+            on_event(time_ms, watermark_ms, event);
         }
-        let watermark_ms = max_time_ms.map_or(WATERMARK_MIN, |max| max - input.disorder_ms - 1);
-        max_time_ms = Some(max_time_ms.map_or(time_ms, |max| max.max(time_ms)));
+        progress(reader.offset());
+        if status == ReadStatus::Finished {
+            return Ok(());
+        }
+    }
+}
+
+/// The plain loop: per event, fire every window the watermark before it has closed, then add the
+/// event to its open windows or count it late.
+fn run_baseline(window: &WindowSpec, input: &GeneratorConfig, progress: &dyn Fn(u64)) -> Result<(u64, u64, u64)> {
+    window_assigner_check(window)?;
+    let output = match *window {
+        WindowSpec::Tumbling { size_ms } => baseline_sliding(size_ms, size_ms, input, progress)?,
+        WindowSpec::Sliding { size_ms, slide_ms } => baseline_sliding(size_ms, slide_ms, input, progress)?,
+        WindowSpec::Session { gap_ms } => baseline_sessions(gap_ms, input, progress)?,
+        WindowSpec::Count { .. } => {
+            return Err(Error::Usage("the baseline engine runs tumbling, sliding and session windows".to_string()));
+        }
+    };
+    Ok((output.results, output.late, output.digest))
+}
+
+/// Tumbling and sliding windows: window end → key → (count, sum); firing takes the smallest
+/// ends first.
+fn baseline_sliding(
+    size_ms: i64,
+    slide_ms: i64,
+    input: &GeneratorConfig,
+    progress: &dyn Fn(u64),
+) -> Result<LoopOutput> {
+    let mut open: BTreeMap<i64, LoopMap<(u64, i64)>> = BTreeMap::new();
+    let mut output = LoopOutput::default();
+    for_each_event(input, progress, |time_ms, watermark_ms, event| {
         while let Some(entry) = open.first_entry() {
-            if entry.key().0 - 1 > watermark_ms {
+            if entry.key() - 1 > watermark_ms {
                 break;
             }
-            let ((end, key), (count, sum)) = entry.remove_entry();
-            digest = digest.wrapping_add(hash_result(&key, end - size_ms, end, count, sum));
-            results += 1;
+            let (end, keys) = entry.remove_entry();
+            for (key, aggregate) in &keys {
+                output.result(key, end - size_ms, end, *aggregate);
+            }
         }
         // The windows of `time_ms`: starts from the last one at or before it, back by the slide.
-        let last_start = time_ms - time_ms.rem_euclid(slide_ms);
+        let mut start = time_ms - time_ms.rem_euclid(slide_ms);
         let mut on_time = false;
-        let mut start = last_start;
         while start > time_ms - size_ms {
             let end = start + size_ms;
             if end - 1 > watermark_ms {
                 on_time = true;
-                match open.entry((end, event.key.clone())) {
-                    Entry::Occupied(mut entry) => {
-                        let (count, sum) = entry.get_mut();
-                        *count += 1;
-                        *sum += event.value;
-                    }
-                    Entry::Vacant(entry) => {
-                        entry.insert((1, event.value));
-                    }
-                }
+                let aggregate = open.entry(end).or_default().entry(event.key.clone()).or_insert((0, 0));
+                aggregate.0 += 1;
+                aggregate.1 = aggregate.1.wrapping_add(event.value);
             }
             start -= slide_ms;
         }
         if !on_time {
-            late += 1;
-            digest = digest.wrapping_add(hash_late(&event.key, time_ms, event.value));
+            output.late(&event.key, time_ms, event.value);
+        }
+    })?;
+    for (end, keys) in open {
+        for (key, aggregate) in &keys {
+            output.result(key, end - size_ms, end, *aggregate);
         }
     }
-    for ((end, key), (count, sum)) in open {
-        digest = digest.wrapping_add(hash_result(&key, end - size_ms, end, count, sum));
-        results += 1;
+    Ok(output)
+}
+
+/// Session windows: each key's open sessions `[start, end)` (an element opens `[t, t + gap)` and
+/// merges every session it touches, ends included, as Flink's `TimeWindow.intersects`), fired
+/// when the watermark reaches `end − 1`; an element whose own session would already be past is
+/// late. A heap of `(end, key, start)` finds what to fire; entries of merged sessions go stale.
+fn baseline_sessions(gap_ms: i64, input: &GeneratorConfig, progress: &dyn Fn(u64)) -> Result<LoopOutput> {
+    type Session = (i64, i64, (u64, i64));
+    let mut sessions: LoopMap<Vec<Session>> = HashMap::default();
+    let mut due: BinaryHeap<Reverse<(i64, CompactKey, i64)>> = BinaryHeap::new();
+    let mut output = LoopOutput::default();
+    for_each_event(input, progress, |time_ms, watermark_ms, event| {
+        while let Some(Reverse((end, _, _))) = due.peek() {
+            if end - 1 > watermark_ms {
+                break;
+            }
+            let Reverse((end, key, start)) = due.pop().expect("peeked");
+            let Some(open) = sessions.get_mut(&key) else { continue };
+            if let Some(index) = open.iter().position(|session| (session.0, session.1) == (start, end)) {
+                let (start, end, aggregate) = open.swap_remove(index);
+                output.result(&key, start, end, aggregate);
+                if open.is_empty() {
+                    sessions.remove(&key);
+                }
+            }
+        }
+        let (mut start, mut end) = (time_ms, time_ms + gap_ms);
+        if end - 1 <= watermark_ms {
+            output.late(&event.key, time_ms, event.value);
+            return;
+        }
+        let open = sessions.entry(event.key.clone()).or_default();
+        let mut aggregate = (1u64, event.value);
+        open.retain(|&(other_start, other_end, other)| {
+            let touches = start <= other_end && end >= other_start;
+            if touches {
+                (start, end) = (start.min(other_start), end.max(other_end));
+                aggregate = (aggregate.0 + other.0, aggregate.1.wrapping_add(other.1));
+            }
+            !touches
+        });
+        open.push((start, end, aggregate));
+        due.push(Reverse((end, event.key, start)));
+    })?;
+    for (key, open) in sessions {
+        for (start, end, aggregate) in open {
+            output.result(&key, start, end, aggregate);
+        }
     }
-    progress(input.events);
-    Ok((results, late, digest))
+    Ok(output)
+}
+
+/// CPU seconds (user + system) this process has used so far, if the platform tells.
+fn cpu_seconds() -> f64 {
+    // SAFETY: `getrusage` only writes the `rusage` we hand it, which lives for the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// `VmHWM` of this process, in bytes (Linux), else `None`.

@@ -2,7 +2,7 @@
 //! semantics without writing Rust.
 //!
 //! ```text
-//! csv source [watermark] → map (attach event time) → key_by key → window [assigner, lateness] aggregate
+//! csv source [watermark] → key_by key → window [assigner, lateness] aggregate
 //!                                                                   ├─ results → rows sorted by (end, key, start)
 //!                                                                   └─ late → original lines, in input order
 //! ```
@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Env, JobGraph, KeyedStream, WindowedStream};
+use crate::api::{CompactKey, Env, JobGraph, KeyedStream, WindowedStream};
 use crate::connectors::{
-    BadLinePolicy, CollectSink, CsvSource, Event, Sink, SinkWriter, StagedFile, TransactionWriter,
+    BadLinePolicy, CollectSink, CsvSource, FromEventFields, Sink, SinkWriter, StagedFile, TransactionWriter,
     TransactionalFileSink, TwoPhaseCommitSink, commit_file_transaction, recover_file,
 };
 use crate::error::{Error, Result};
@@ -144,14 +144,25 @@ impl WindowJob {
     }
 }
 
-/// An element as the window sees it.
+/// An element as the window sees it, built by the CSV reader straight from a line's fields: the
+/// key inline (no allocation per record), the event time beside the value (the count windows'
+/// bounds need it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Element {
-    key: String,
+    key: CompactKey,
     time_ms: i64,
     value: i64,
     line: u64,
 }
+
+impl FromEventFields for Element {
+    fn from_event_fields(key: &str, time_ms: i64, value: i64, line: u64) -> Self {
+        Element { key: CompactKey::new(key), time_ms, value, line }
+    }
+}
+
+/// A firing as the job carries it, before the key becomes a `String` in [`WindowOutcome`].
+type Firing = WindowResult<CompactKey, Stats>;
 
 /// count, sum, min, max of values, and the span of event times (the bounds of count windows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -248,15 +259,18 @@ fn header(aggregates: &[Aggregate]) -> String {
 fn render_row(out: &mut String, row: &WindowRow<'_>, aggregates: &[Aggregate]) {
     let _ = write!(out, "{},{},{}", row.key, row.start, row.end);
     for aggregate in aggregates {
-        let value = match aggregate {
-            Aggregate::Count => row.stats.count,
-            Aggregate::Sum => row.stats.sum,
-            Aggregate::Min => row.stats.min,
-            Aggregate::Max => row.stats.max,
-        };
-        let _ = write!(out, ",{value}");
+        let _ = write!(out, ",{}", aggregate_value(row.stats, *aggregate));
     }
     out.push('\n');
+}
+
+fn aggregate_value(stats: Stats, aggregate: Aggregate) -> i64 {
+    match aggregate {
+        Aggregate::Count => stats.count,
+        Aggregate::Sum => stats.sum,
+        Aggregate::Min => stats.min,
+        Aggregate::Max => stats.max,
+    }
 }
 
 /// Renders rows as CSV with a header: `key,window_start,window_end,` then the aggregates.
@@ -268,20 +282,52 @@ pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
     out
 }
 
-fn row_of(result: &WindowResult<String, Stats>, count_windows: bool) -> WindowRow<'_> {
-    let (start, end) = if count_windows {
+/// `render_row` into bytes, without the formatting machinery: the file writer renders millions
+/// of rows. Same text.
+fn render_row_bytes(out: &mut Vec<u8>, key: &[u8], start: i64, end: i64, stats: Stats, aggregates: &[Aggregate]) {
+    out.extend_from_slice(key);
+    out.push(b',');
+    push_integer(out, start);
+    out.push(b',');
+    push_integer(out, end);
+    for aggregate in aggregates {
+        out.push(b',');
+        push_integer(out, aggregate_value(stats, *aggregate));
+    }
+    out.push(b'\n');
+}
+
+/// Appends `number` in decimal, as `Display` writes it.
+fn push_integer(out: &mut Vec<u8>, number: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = number.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if number < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn row_of<K: AsRef<str>>(result: &WindowResult<K, Stats>, count_windows: bool) -> WindowRow<'_> {
+    let (start, end) = row_bounds(result, count_windows);
+    WindowRow { key: result.key.as_ref(), start, end, stats: result.value }
+}
+
+/// `(start, end)` of a firing's row: its window, or for count windows the span of its elements.
+fn row_bounds<K>(result: &WindowResult<K, Stats>, count_windows: bool) -> (i64, i64) {
+    if count_windows {
         (result.value.first_ms, result.value.last_ms + 1)
     } else {
         (result.window.start, result.window.end)
-    };
-    WindowRow { key: &result.key, start, end, stats: result.value }
-}
-
-fn sort_results(results: &mut [WindowResult<String, Stats>], count_windows: bool) {
-    results.sort_by(|a, b| {
-        let (a_row, b_row) = (row_of(a, count_windows), row_of(b, count_windows));
-        (a_row.end, a_row.key, a_row.start).cmp(&(b_row.end, b_row.key, b_row.start))
-    });
+    }
 }
 
 /// Writes window results as sorted CSV rows while the job runs, at worker 0: rows whose window
@@ -299,33 +345,78 @@ struct SortedRowsSink {
 /// Rows received but not yet final, and how to render them: what both file writers share.
 struct SortedRows {
     sink: SortedRowsSink,
-    pending: Vec<WindowResult<String, Stats>>,
-    text: String,
+    pending: Vec<Firing>,
+    /// The smallest row end in `pending` (or `i64::MAX`), so that a watermark that finalises
+    /// nothing costs one comparison, not a pass over every pending row.
+    pending_end_min: i64,
+    /// The sort order of the rows the current flush makes final (kept to reuse its memory).
+    order: Vec<(i64, u128, usize, i64, usize)>,
+    text: Vec<u8>,
 }
 
 impl SortedRows {
     fn new(sink: &SortedRowsSink) -> Self {
-        SortedRows { sink: sink.clone(), pending: Vec::new(), text: String::new() }
+        SortedRows {
+            sink: sink.clone(),
+            pending: Vec::new(),
+            pending_end_min: i64::MAX,
+            order: Vec::new(),
+            text: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, records: &[Record<Firing>]) {
+        let count_windows = self.sink.count_windows;
+        for record in records {
+            self.pending_end_min = self.pending_end_min.min(row_bounds(&record.value, count_windows).1);
+            self.pending.push(record.value.clone());
+        }
     }
 
     /// Sorts and renders into `self.text` every pending row whose end is below `end_limit` (all
     /// rows with `None`); returns whether there is text.
     fn render_below(&mut self, end_limit: Option<i64>) -> bool {
-        let count_windows = self.sink.count_windows;
-        let (mut ready, waiting): (Vec<_>, Vec<_>) = self
-            .pending
-            .drain(..)
-            .partition(|result| end_limit.is_none_or(|limit| row_of(result, count_windows).end < limit));
-        self.pending = waiting;
         self.text.clear();
-        if ready.is_empty() {
+        if end_limit.is_some_and(|limit| self.pending_end_min >= limit) || self.pending.is_empty() {
             return false;
         }
-        sort_results(&mut ready, count_windows);
-        for result in &ready {
-            render_row(&mut self.text, &row_of(result, count_windows), &self.sink.aggregates);
+        let count_windows = self.sink.count_windows;
+        let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
+        // Sort positions, not rows: `(end, key prefix, key length, start, arrival)`. The arrival
+        // index keeps the firings of one window in firing order; the prefix (the first 16 key
+        // bytes, big-endian, zero-padded) orders keys as their bytes do when no key is longer.
+        self.order.clear();
+        let mut short_keys = true;
+        for (index, result) in self.pending.iter().enumerate() {
+            let (start, end) = row_bounds(result, count_windows);
+            if is_final(end) {
+                let key = result.key.as_bytes();
+                short_keys &= key.len() <= 16;
+                let mut prefix = [0u8; 16];
+                let shown = key.len().min(16);
+                prefix[..shown].copy_from_slice(&key[..shown]);
+                self.order.push((end, u128::from_be_bytes(prefix), key.len(), start, index));
+            }
         }
-        self.sink.rows.fetch_add(ready.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.order.is_empty() {
+            return false;
+        }
+        if short_keys {
+            self.order.sort_unstable();
+        } else {
+            let pending = &self.pending;
+            self.order.sort_unstable_by(|a, b| {
+                (a.0.cmp(&b.0)).then_with(|| pending[a.4].key.cmp(&pending[b.4].key)).then((a.3, a.4).cmp(&(b.3, b.4)))
+            });
+        }
+        for &(end, _, _, start, index) in &self.order {
+            let result = &self.pending[index];
+            render_row_bytes(&mut self.text, result.key.as_bytes(), start, end, result.value, &self.sink.aggregates);
+        }
+        self.sink.rows.fetch_add(self.order.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.pending.retain(|result| !is_final(row_bounds(result, count_windows).1));
+        self.pending_end_min =
+            self.pending.iter().map(|result| row_bounds(result, count_windows).1).min().unwrap_or(i64::MAX);
         true
     }
 
@@ -345,7 +436,7 @@ struct SortedRowsWriter {
     out: Option<std::io::BufWriter<std::fs::File>>,
 }
 
-impl Sink<WindowResult<String, Stats>> for SortedRowsSink {
+impl Sink<Firing> for SortedRowsSink {
     fn name(&self) -> String {
         format!("sorted csv {}", self.path.display())
     }
@@ -354,7 +445,7 @@ impl Sink<WindowResult<String, Stats>> for SortedRowsSink {
         crate::api::Partitioning::Gather
     }
 
-    fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SinkWriter<WindowResult<String, Stats>>>> {
+    fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn SinkWriter<Firing>>> {
         let out = if instance == 0 {
             let file =
                 std::fs::File::create(&self.path).map_err(|e| Error::io("cannot create output", &self.path, e))?;
@@ -375,17 +466,15 @@ impl SortedRowsWriter {
             return Ok(());
         }
         let out = self.out.as_mut().expect("only worker 0 receives rows");
-        std::io::Write::write_all(out, self.rows.text.as_bytes())
-            .map_err(|e| Error::io("cannot write", &self.rows.sink.path, e))
+        std::io::Write::write_all(out, &self.rows.text).map_err(|e| Error::io("cannot write", &self.rows.sink.path, e))
     }
 }
 
-impl SinkWriter<WindowResult<String, Stats>> for SortedRowsWriter {
-    fn write(&mut self, records: &[Record<WindowResult<String, Stats>>]) -> Result<()> {
-        self.rows.pending.extend(records.iter().map(|record| record.value.clone()));
+impl SinkWriter<Firing> for SortedRowsWriter {
+    fn write(&mut self, records: &[Record<Firing>]) -> Result<()> {
+        self.rows.add(records);
         Ok(())
     }
-
     fn on_watermark(&mut self, watermark_ms: i64) -> Result<()> {
         match self.rows.final_below(watermark_ms) {
             Some(limit) if self.out.is_some() => self.flush_below(Some(limit)),
@@ -411,7 +500,7 @@ struct SortedRowsTransaction {
     staged: StagedFile,
 }
 
-impl TwoPhaseCommitSink<WindowResult<String, Stats>> for SortedRowsSink {
+impl TwoPhaseCommitSink<Firing> for SortedRowsSink {
     fn name(&self) -> String {
         format!("sorted csv {} (exactly once)", self.path.display())
     }
@@ -420,11 +509,7 @@ impl TwoPhaseCommitSink<WindowResult<String, Stats>> for SortedRowsSink {
         crate::api::Partitioning::Gather
     }
 
-    fn open(
-        &self,
-        instance: usize,
-        _instances: usize,
-    ) -> Result<Box<dyn TransactionWriter<WindowResult<String, Stats>>>> {
+    fn open(&self, instance: usize, _instances: usize) -> Result<Box<dyn TransactionWriter<Firing>>> {
         let mut staged = StagedFile::open(&self.path, instance)?;
         if instance == 0 && staged.is_fresh() {
             staged.append(header(&self.aggregates).as_bytes());
@@ -444,14 +529,14 @@ impl TwoPhaseCommitSink<WindowResult<String, Stats>> for SortedRowsSink {
 impl SortedRowsTransaction {
     fn stage_below(&mut self, end_limit: Option<i64>) {
         if self.rows.render_below(end_limit) {
-            self.staged.append(self.rows.text.as_bytes());
+            self.staged.append(&self.rows.text);
         }
     }
 }
 
-impl TransactionWriter<WindowResult<String, Stats>> for SortedRowsTransaction {
-    fn write(&mut self, _epoch: u64, records: &[Record<WindowResult<String, Stats>>]) -> Result<()> {
-        self.rows.pending.extend(records.iter().map(|record| record.value.clone()));
+impl TransactionWriter<Firing> for SortedRowsTransaction {
+    fn write(&mut self, _epoch: u64, records: &[Record<Firing>]) -> Result<()> {
+        self.rows.add(records);
         Ok(())
     }
 
@@ -474,9 +559,14 @@ impl TransactionWriter<WindowResult<String, Stats>> for SortedRowsTransaction {
 
     fn restore(&mut self, states: Vec<Vec<u8>>) -> Result<()> {
         for state in states.iter().filter(|state| !state.is_empty()) {
-            let rows: Vec<WindowResult<String, Stats>> =
+            // A `CompactKey` is encoded as its `String` would be: checkpoints of either read back.
+            let rows: Vec<Firing> =
                 bincode::deserialize(state).map_err(|e| Error::Runtime(format!("pending rows do not decode: {e}")))?;
-            self.rows.pending.extend(rows);
+            for row in rows {
+                self.rows.pending_end_min =
+                    self.rows.pending_end_min.min(row_bounds(&row, self.rows.sink.count_windows).1);
+                self.rows.pending.push(row);
+            }
         }
         Ok(())
     }
@@ -484,8 +574,8 @@ impl TransactionWriter<WindowResult<String, Stats>> for SortedRowsTransaction {
 
 fn windowed<'scope>(
     job: &WindowJob,
-    keyed: KeyedStream<'scope, String, Element>,
-) -> Result<WindowedStream<'scope, String, Element>> {
+    keyed: KeyedStream<'scope, CompactKey, Element>,
+) -> Result<WindowedStream<'scope, CompactKey, Element>> {
     Ok(match job.window {
         WindowSpec::Tumbling { size_ms } => {
             keyed.window(TumblingWindows::new(size_ms, job.offset_ms, TimeDomain::EventTime)?)
@@ -501,7 +591,7 @@ fn windowed<'scope>(
 }
 
 struct Outputs {
-    results: CollectSink<WindowResult<String, Stats>>,
+    results: CollectSink<Firing>,
     late: CollectSink<Element>,
     file: Option<SortedRowsSink>,
     /// With checkpoints: where the line numbers of late elements are committed, exactly once.
@@ -510,13 +600,7 @@ struct Outputs {
 
 fn build(env: &Env<'_>, job: &WindowJob, outputs: &Outputs) -> Result<()> {
     let keyed = env
-        .source(CsvSource::new(&job.input).on_bad_line(job.bad_lines.clone()), job.strategy.clone())
-        .map_with_time(|time_ms, event: Event| Element {
-            key: event.key,
-            time_ms,
-            value: event.value,
-            line: event.line,
-        })
+        .source(CsvSource::<Element>::of_rows(&job.input).on_bad_line(job.bad_lines.clone()), job.strategy.clone())
         .key_by(|element: &Element| element.key.clone());
     let output = windowed(job, keyed)?.aggregate(StatsAggregate);
     match &outputs.file {
@@ -636,7 +720,7 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
     })?;
     // Each key lives on one worker, and a worker's results arrive in firing order, so a stable
     // sort keeps the late firings of one window in the order they happened.
-    let mut results: Vec<Record<WindowResult<String, Stats>>> = outputs.results.records();
+    let mut results: Vec<Record<Firing>> = outputs.results.records();
     results.sort_by(|a, b| {
         (a.value.window.end, &a.value.key, a.value.window.start).cmp(&(
             b.value.window.end,
@@ -644,7 +728,14 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
             b.value.window.start,
         ))
     });
-    let mut results: Vec<WindowResult<String, Stats>> = results.into_iter().map(|record| record.value).collect();
+    let mut results: Vec<WindowResult<String, Stats>> = results
+        .into_iter()
+        .map(|record| WindowResult {
+            key: record.value.key.into(),
+            window: record.value.window,
+            value: record.value.value,
+        })
+        .collect();
     if matches!(job.window, WindowSpec::Count { .. }) {
         // Count windows are reported by the span of their elements.
         results.sort_by(|a, b| {

@@ -55,6 +55,57 @@ impl Hasher for StableHasher {
     }
 }
 
+/// A hasher for in-memory lookup tables (interned keys, state maps): it takes eight bytes per
+/// multiply where [`StableHasher`] takes one, and has no per-process seed either, so a run's memory
+/// layout is the same every time. Never for routing or anything persisted: its values are free to
+/// change between versions. Iteration order of a table must never reach results anyway.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LookupHasher(u64);
+
+impl LookupHasher {
+    const MULTIPLIER: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::MULTIPLIER);
+    }
+}
+
+impl Hasher for LookupHasher {
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weak; hash tables index by them.
+        let z = self.0;
+        (z ^ (z >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (z >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.add(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        }
+        let tail = words.remainder();
+        let mut last = [0u8; 8];
+        last[..tail.len()].copy_from_slice(tail);
+        // The length keeps "a" and "a\0" apart.
+        self.add(u64::from_le_bytes(last) ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
 /// The hash of `key` that every process and run agrees on.
 pub fn stable_hash<K: Hash + ?Sized>(key: &K) -> u64 {
     let mut hasher = StableHasher::default();

@@ -24,7 +24,7 @@ pub use backend::{
     StateData, StateDescriptor, StateTtl, TtlTime, ValueStateDescriptor,
 };
 pub use key_group::{
-    MAX_PARALLELISM_DEFAULT, StableHasher, key_group, key_group_range, stable_hash, worker_for_key,
+    LookupHasher, MAX_PARALLELISM_DEFAULT, StableHasher, key_group, key_group_range, stable_hash, worker_for_key,
     worker_for_key_group,
 };
 pub use operator_state::{Redistribution, redistribute};

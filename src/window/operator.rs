@@ -29,7 +29,7 @@ use super::{Window, WindowResult};
 use crate::error::Result;
 use crate::runtime::{Emit, KeyedEngine};
 use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
-use crate::state::{StableHasher, key_group};
+use crate::state::{LookupHasher, key_group};
 use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
 
 /// How a window operator is configured.
@@ -120,7 +120,7 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     settings: WindowSettings<D>,
     logic: L,
     /// Key → id; looked up, never iterated.
-    key_ids: HashMap<K, KeyId, BuildHasherDefault<StableHasher>>,
+    key_ids: HashMap<K, KeyId, BuildHasherDefault<LookupHasher>>,
     /// Id → key, and id → state.
     key_values: Vec<K>,
     keys: Vec<KeyState<L::Contents>>,

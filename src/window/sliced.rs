@@ -15,7 +15,7 @@
 //! window. Slices are kept until the last window containing them is past its cleanup time, which
 //! is also why a window can never be recomputed from slices after it was cleaned up.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use super::function::AggregateFunction;
 use super::operator::{WindowCounts, WindowEmit};
 use super::{Window, WindowResult};
 use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
-use crate::state::{StableHasher, key_group};
+use crate::state::{LookupHasher, key_group};
 use crate::time::{Record, WATERMARK_MIN};
 
 /// Which windows a sliced operator computes: windows of `size_ms` starting every `slide_ms` at
@@ -53,7 +53,7 @@ struct KeyState<A> {
     slices: VecDeque<(i64, A)>,
     /// Windows starting before this have fired (in order); the next to fire starts at or after it.
     next_start: i64,
-    /// The entry of this key in the queue, if any.
+    /// When the key is due in the queue, if it is: the queue entries at other times are stale.
     queued: Option<i64>,
 }
 
@@ -63,13 +63,21 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     slice_ms: i64,
     allowed_lateness_ms: i64,
     per_record_watermarks: bool,
+    /// `size == slide`: an element is in one window, whose start is its slice's.
+    tumbling: bool,
     function: Arc<A>,
-    key_ids: HashMap<K, KeyId, BuildHasherDefault<StableHasher>>,
+    key_ids: HashMap<K, KeyId, BuildHasherDefault<LookupHasher>>,
     key_values: Vec<K>,
     keys: Vec<KeyState<A::Accumulator>>,
-    /// `(time, key)`: when the key next has a window to fire or slices to drop.
-    queue: BTreeSet<(i64, KeyId)>,
+    /// time → keys: when a key next has a window to fire or slices to drop. Keys are due at
+    /// window ends, so thousands share a time and one entry; an entry whose time is not the key's
+    /// `queued` any more is stale and skipped.
+    queue: BTreeMap<i64, Vec<KeyId>>,
+    /// The earliest time in `queue` (`i64::MAX` if none): a watermark below it fires nothing.
+    next_due: i64,
     watermark_ms: i64,
+    /// `first_open_start(watermark_ms)`, kept with the watermark: every element needs it.
+    open_start: i64,
     counts: WindowCounts,
     marker: std::marker::PhantomData<fn(D)>,
 }
@@ -84,12 +92,15 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             slice_ms: gcd(spec.size_ms, spec.slide_ms),
             allowed_lateness_ms,
             per_record_watermarks,
+            tumbling: spec.size_ms == spec.slide_ms,
             function,
             key_ids: HashMap::default(),
             key_values: Vec::new(),
             keys: Vec::new(),
-            queue: BTreeSet::new(),
+            queue: BTreeMap::new(),
+            next_due: i64::MAX,
             watermark_ms: WATERMARK_MIN,
+            open_start: i64::MIN,
             counts: WindowCounts::default(),
             marker: std::marker::PhantomData,
         }
@@ -134,6 +145,12 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         window_start_with_offset(time_ms, self.spec.offset_ms, self.spec.slide_ms)
     }
 
+    /// The start of the last window containing the slice starting at `slice_start`.
+    fn last_start_of_slice(&self, slice_start: i64) -> i64 {
+        // A slice as long as the slide starts where a window does.
+        if self.slice_ms == self.spec.slide_ms { slice_start } else { self.last_start(slice_start) }
+    }
+
     /// The start of the earliest window containing `time_ms`.
     fn first_start(&self, time_ms: i64) -> i64 {
         let last = self.last_start(time_ms);
@@ -145,7 +162,13 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     /// slice of `key`.
     fn next_window_with_data(&self, key: KeyId, start: i64) -> Option<i64> {
         let state = &self.keys[key as usize];
-        // The earliest aligned window start at or after `start`.
+        if self.slice_ms == self.spec.slide_ms {
+            // Slices are the slide apart and start where windows do (`start` is such a start, or
+            // an end of time): the first window of the first slice at or after `start`, no earlier
+            // than `start`. Tumbling: that slice's own window.
+            let slice = state.slices.iter().find(|(slice_start, _)| *slice_start >= start)?.0;
+            return Some(slice.saturating_sub(self.spec.size_ms - self.spec.slide_ms).max(start));
+        } // The earliest aligned window start at or after `start`.
         let aligned = match start {
             i64::MIN => i64::MIN,
             _ if self.last_start(start) == start => start,
@@ -177,7 +200,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         let state = &self.keys[key as usize];
         let window_due = self.next_window_with_data(key, state.next_start).map(|s| self.window_at(s).max_timestamp());
         let drop_due =
-            state.slices.front().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start(*start))));
+            state.slices.front().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))));
         match (window_due, drop_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -190,12 +213,10 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         if state.queued == due {
             return;
         }
-        if let Some(old) = state.queued.take() {
-            self.queue.remove(&(old, key));
-        }
+        state.queued = due;
         if let Some(due) = due {
-            self.keys[key as usize].queued = Some(due);
-            self.queue.insert((due, key));
+            self.queue.entry(due).or_default().push(key);
+            self.next_due = self.next_due.min(due);
         }
     }
 
@@ -229,31 +250,45 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             return;
         }
         let previous = self.watermark_ms;
-        while let Some(&(due, key)) = self.queue.first() {
-            if due > watermark_ms {
-                break;
-            }
-            self.queue.remove(&(due, key));
-            self.keys[key as usize].queued = None;
-            while let Some(start) = self.next_window_with_data(key, self.keys[key as usize].next_start) {
-                let window = self.window_at(start);
-                if window.max_timestamp() > watermark_ms {
-                    break;
+        while self.next_due <= watermark_ms {
+            let Some((due, mut keys)) = self.queue.pop_first() else { break };
+            // Key order within a time, as an ordered set of `(time, key)` would give.
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                if self.keys[key as usize].queued != Some(due) {
+                    continue;
                 }
-                assert!(window.max_timestamp() <= watermark_ms, "window {window:?} fired early");
-                self.emit_window(key, start, previous, emit);
-                self.keys[key as usize].next_start = start + self.spec.slide_ms;
+                self.keys[key as usize].queued = None;
+                while let Some(start) = self.next_window_with_data(key, self.keys[key as usize].next_start) {
+                    let window = self.window_at(start);
+                    if window.max_timestamp() > watermark_ms {
+                        break;
+                    }
+                    self.emit_window(key, start, previous, emit);
+                    self.keys[key as usize].next_start = start + self.spec.slide_ms;
+                }
+                self.drop_slices(key, watermark_ms);
+                self.requeue(key);
             }
-            self.drop_slices(key, watermark_ms);
-            self.requeue(key);
+            self.next_due = self.queue.first_key_value().map_or(i64::MAX, |(due, _)| *due);
         }
+        self.set_watermark(watermark_ms);
+    }
+
+    fn set_watermark(&mut self, watermark_ms: i64) {
         self.watermark_ms = watermark_ms;
+        // The first open window moves only when the watermark reaches its end: most advances
+        // (one per record) leave it where it is, and need no division.
+        if watermark_ms == WATERMARK_MIN || watermark_ms >= self.open_start.saturating_add(self.spec.size_ms - 1) {
+            self.open_start = self.first_open_start(watermark_ms);
+        }
     }
 
     fn drop_slices(&mut self, key: KeyId, watermark_ms: i64) {
         loop {
             let Some(&(start, _)) = self.keys[key as usize].slices.front() else { return };
-            if self.cleanup_time(&self.window_at(self.last_start(start))) > watermark_ms {
+            if self.cleanup_time(&self.window_at(self.last_start_of_slice(start))) > watermark_ms {
                 return;
             }
             self.keys[key as usize].slices.pop_front();
@@ -268,7 +303,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.counts.elements += 1;
         let watermark_ms = self.watermark_ms;
         let time_ms = record.time_ms;
-        let (first, last) = (self.first_start(time_ms), self.last_start(time_ms));
+        let last = self.last_start(time_ms);
+        let first = if self.tumbling { last } else { self.first_start(time_ms) };
         if time_ms >= last + self.spec.size_ms {
             // Between two windows (size < slide): no window takes it. Flink drops such an element
             // without a trace; flowlab sends it to the late output, so that nothing is lost.
@@ -287,30 +323,51 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             return;
         }
         let key = self.intern(key);
-        let slice_start = window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms);
+        let slice_start = if self.slice_ms == self.spec.slide_ms {
+            last
+        } else {
+            window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms)
+        };
         let slices = &mut self.keys[key as usize].slices;
-        let position = slices.iter().rposition(|(s, _)| *s <= slice_start);
-        match position {
-            Some(index) if slices[index].0 == slice_start => self.function.add(&mut slices[index].1, &record.value),
+        let mut new_slice = false;
+        match slices.back_mut() {
+            // Most elements go to their key's newest slice.
+            Some((newest, accumulator)) if *newest == slice_start => self.function.add(accumulator, &record.value),
             _ => {
-                let mut accumulator = self.function.create_accumulator();
-                self.function.add(&mut accumulator, &record.value);
-                slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
+                let position = slices.iter().rposition(|(s, _)| *s <= slice_start);
+                match position {
+                    Some(index) if slices[index].0 == slice_start => {
+                        self.function.add(&mut slices[index].1, &record.value)
+                    }
+                    _ => {
+                        let mut accumulator = self.function.create_accumulator();
+                        self.function.add(&mut accumulator, &record.value);
+                        slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
+                        new_slice = true;
+                    }
+                }
             }
         }
         // Windows the watermark has already passed fire again at once (late firings), latest
-        // first, as Flink's assigner order; they count as fired for the in-order sequence.
-        let mut late_firing = last;
-        while late_firing >= start {
-            if self.window_at(late_firing).max_timestamp() <= watermark_ms {
-                self.emit_window(key, late_firing, watermark_ms, emit);
+        // first, as Flink's assigner order; they count as fired for the in-order sequence. The
+        // window at `start` ends first: if the watermark has not reached it, none fires.
+        if self.window_at(start).max_timestamp() <= watermark_ms {
+            let mut late_firing = last;
+            while late_firing >= start {
+                if self.window_at(late_firing).max_timestamp() <= watermark_ms {
+                    self.emit_window(key, late_firing, watermark_ms, emit);
+                }
+                late_firing -= self.spec.slide_ms;
             }
-            late_firing -= self.spec.slide_ms;
         }
-        let open = self.first_open_start(watermark_ms);
+        let open = self.open_start;
         let state = &mut self.keys[key as usize];
+        let moved = open > state.next_start;
         state.next_start = state.next_start.max(open);
-        self.requeue(key);
+        // When a key is due depends only on its slice starts and `next_start`.
+        if new_slice || moved {
+            self.requeue(key);
+        }
     }
 
     /// The earliest window start whose window the watermark has not reached: the smallest
@@ -319,7 +376,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         if watermark_ms == WATERMARK_MIN {
             return i64::MIN;
         }
-        self.last_start(watermark_ms.saturating_add(1).saturating_sub(self.spec.size_ms)) + self.spec.slide_ms
+        self.last_start(watermark_ms.saturating_add(1).saturating_sub(self.spec.size_ms))
+            .saturating_add(self.spec.slide_ms)
     }
 }
 
@@ -366,7 +424,8 @@ where
         self.key_values.clear();
         self.keys.clear();
         self.queue.clear();
-        self.watermark_ms = WATERMARK_MIN;
+        self.next_due = i64::MAX;
+        self.set_watermark(WATERMARK_MIN);
         for snapshot in restored {
             let id = self.intern(snapshot.key);
             let state = &mut self.keys[id as usize];

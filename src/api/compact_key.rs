@@ -1,0 +1,223 @@
+//! `CompactKey`: a string key that keeps short keys inline, so that keying, hashing, comparing and
+//! cloning them never touches the heap.
+//!
+//! Most keys are short ids (`user-42`, `k7090`). As a `String` every record carries a heap
+//! allocation that each clone (the key function, the window result, the sink) copies again, and
+//! every hash-map probe follows a pointer to compare it. A `CompactKey` of at most
+//! [`CompactKey::INLINE_MAX`] bytes is a plain 24-byte value; a longer one shares one heap copy.
+//!
+//! It behaves as the `str` it holds wherever results can see it: it orders, compares, hashes and
+//! serialises exactly like a `String` with the same text. So routing (the key group of
+//! [`stable_hash`](crate::state::stable_hash)), snapshot bytes and sorted output are the same
+//! whichever of the two a job uses.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A string key stored inline when short (see the module docs).
+#[derive(Clone)]
+pub struct CompactKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// Invariant: `bytes[..len]` is UTF-8, and every text of at most `INLINE_MAX` bytes is inline,
+    /// so two keys are equal exactly when their bytes are.
+    Inline {
+        len: u8,
+        bytes: [u8; CompactKey::INLINE_MAX],
+    },
+    Heap(Arc<str>),
+}
+
+impl CompactKey {
+    /// The longest key kept inline, in bytes.
+    pub const INLINE_MAX: usize = 22;
+
+    /// The key `text`.
+    pub fn new(text: &str) -> Self {
+        let source = text.as_bytes();
+        if source.len() <= Self::INLINE_MAX {
+            let mut bytes = [0u8; Self::INLINE_MAX];
+            bytes[..source.len()].copy_from_slice(source);
+            CompactKey(Repr::Inline { len: source.len() as u8, bytes })
+        } else {
+            CompactKey(Repr::Heap(Arc::from(text)))
+        }
+    }
+
+    /// The key's UTF-8 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(text) => text.as_bytes(),
+        }
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever filled from a `&str` (see `new`), so this cannot fail.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("inline key is UTF-8")
+            }
+            Repr::Heap(text) => text,
+        }
+    }
+
+    /// The length of the key in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the key is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for CompactKey {
+    fn default() -> Self {
+        CompactKey::new("")
+    }
+}
+
+impl From<&str> for CompactKey {
+    fn from(text: &str) -> Self {
+        CompactKey::new(text)
+    }
+}
+
+impl From<String> for CompactKey {
+    fn from(text: String) -> Self {
+        CompactKey::new(&text)
+    }
+}
+
+impl From<&CompactKey> for String {
+    fn from(key: &CompactKey) -> Self {
+        key.as_str().to_string()
+    }
+}
+
+impl From<CompactKey> for String {
+    fn from(key: CompactKey) -> Self {
+        key.as_str().to_string()
+    }
+}
+
+impl PartialEq for CompactKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            // Unused inline bytes are zero, so whole arrays compare: a few word compares, no
+            // call to `memcmp` (this is the hash-map probe of every keyed record).
+            (Repr::Inline { len, bytes }, Repr::Inline { len: other_len, bytes: other_bytes }) => {
+                len == other_len && bytes == other_bytes
+            }
+            _ => self.as_bytes() == other.as_bytes(),
+        }
+    }
+}
+
+impl Eq for CompactKey {}
+
+impl PartialEq<str> for CompactKey {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for CompactKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialOrd for CompactKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CompactKey {
+    /// `str`'s order, which is the order of the UTF-8 bytes.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl Hash for CompactKey {
+    /// The byte stream `str` feeds a hasher (its bytes, then `0xff`), so a `CompactKey` lands in
+    /// the same key group as the `String` with the same text.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+impl fmt::Display for CompactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for CompactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for CompactKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactKey {
+    fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CompactKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<CompactKey, E> {
+                Ok(CompactKey::new(text))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::stable_hash;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Order, equality, hash and bytes on the wire are those of the `String`.
+        #[test]
+        fn a_compact_key_behaves_as_its_string(a in ".{0,40}", b in ".{0,40}") {
+            let (ka, kb) = (CompactKey::new(&a), CompactKey::new(&b));
+            prop_assert_eq!(ka.as_str(), a.as_str());
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(ka == kb, a == b);
+            prop_assert_eq!(stable_hash(&ka), stable_hash(&a));
+            prop_assert_eq!(bincode::serialize(&ka).unwrap(), bincode::serialize(&a).unwrap());
+            let back: CompactKey = bincode::deserialize(&bincode::serialize(&a).unwrap()).unwrap();
+            prop_assert_eq!(back, ka);
+        }
+    }
+
+    #[test]
+    fn short_keys_are_inline_and_long_ones_shared() {
+        assert!(matches!(CompactKey::new("k7090").0, Repr::Inline { .. }));
+        assert!(matches!(CompactKey::new(&"x".repeat(23)).0, Repr::Heap(_)));
+        assert_eq!(std::mem::size_of::<CompactKey>(), 24);
+        assert_eq!(CompactKey::new("user-1").to_string(), "user-1");
+    }
+}
