@@ -18,6 +18,7 @@ pub mod error;
 pub mod jobs;
 pub mod marketing;
 pub mod metrics;
+pub mod nexmark;
 pub mod runtime;
 pub mod state;
 pub mod time;

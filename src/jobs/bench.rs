@@ -7,6 +7,9 @@
 //! fired), and fold their results into the same order-independent digest — so a report can say
 //! both how fast flowlab is and that it computed the same thing as the loop. Tumbling, sliding and
 //! session windows; the report gives wall time, CPU time (`getrusage`) and peak memory.
+//!
+//! `flowlab bench nexmark`: a Nexmark query ([`crate::nexmark`]) on flowlab or on its plain loop
+//! ([`crate::nexmark::baseline`]), compared by the same kind of digest.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -21,6 +24,8 @@ use super::window::WindowSpec;
 use crate::api::{CompactKey, Env};
 use crate::connectors::{FromEventFields, GeneratorConfig, GeneratorSource, ReadStatus, Sink, SinkWriter, Source};
 use crate::error::{Error, Result};
+use crate::nexmark::queries::{self, BidderCount, HighestBid, HotItem, NewUser, Query};
+use crate::nexmark::{self, Bid, Event as NexmarkEvent, NexmarkConfig, NexmarkSource, nexmark_watermarks};
 use crate::runtime::{JobConfig, execute};
 use crate::state::LookupHasher;
 use crate::time::{Record, WATERMARK_MIN, WatermarkStrategy};
@@ -92,25 +97,30 @@ pub struct BenchReport {
 /// flowlab source's metrics, or the loop), at most every 65 536 events.
 pub fn bench_window(bench: &WindowBench, engine: Engine, progress: &(dyn Fn(u64) + Sync)) -> Result<BenchReport> {
     bench.input.validate()?;
+    let parallelism = if engine == Engine::Flowlab { bench.parallelism.max(1) } else { 1 };
+    measure(engine, bench.input.events, parallelism, || match engine {
+        Engine::Flowlab => run_flowlab(bench, progress),
+        Engine::Baseline => run_baseline(&bench.window, &bench.input, progress),
+    })
+}
+
+/// Times `run`, which returns `(results, late, digest)`, and makes the report.
+fn measure(
+    engine: Engine,
+    events: u64,
+    parallelism: usize,
+    run: impl FnOnce() -> Result<(u64, u64, u64)>,
+) -> Result<BenchReport> {
     let started = Instant::now();
     let cpu_started = cpu_seconds();
-    let (results, late, digest, parallelism) = match engine {
-        Engine::Flowlab => {
-            let (results, late, digest) = run_flowlab(bench, progress)?;
-            (results, late, digest, bench.parallelism.max(1))
-        }
-        Engine::Baseline => {
-            let (results, late, digest) = run_baseline(&bench.window, &bench.input, progress)?;
-            (results, late, digest, 1)
-        }
-    };
+    let (results, late, digest) = run()?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     let cpu_seconds = (cpu_seconds() - cpu_started).max(1e-9);
-    let events_per_second = bench.input.events as f64 / seconds;
+    let events_per_second = events as f64 / seconds;
     Ok(BenchReport {
         engine,
         parallelism,
-        events: bench.input.events,
+        events,
         results,
         late,
         digest,
@@ -118,8 +128,31 @@ pub fn bench_window(bench: &WindowBench, engine: Engine, progress: &(dyn Fn(u64)
         cpu_seconds,
         events_per_second,
         events_per_second_per_core: events_per_second / parallelism as f64,
-        events_per_cpu_second: bench.input.events as f64 / cpu_seconds,
+        events_per_cpu_second: events as f64 / cpu_seconds,
         peak_memory_bytes: peak_memory_bytes(),
+    })
+}
+
+/// Runs the job `build` on `config`, telling `progress` every 100 ms how many records the
+/// sources have read.
+fn execute_with_progress(
+    config: &JobConfig,
+    progress: &(dyn Fn(u64) + Sync),
+    build: impl Fn(&Env<'_>) + Send + Sync + 'static,
+) -> Result<()> {
+    let metrics = config.metrics.clone();
+    std::thread::scope(|scope| {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(std::time::Duration::from_millis(100))
+            {
+                progress(metrics.total("source:", |m| m.records_out));
+            }
+        });
+        let result = execute(config, build);
+        drop(done);
+        result.map(|_| ())
     })
 }
 
@@ -172,24 +205,23 @@ struct Digest {
 }
 
 fn hash_result(key: &CompactKey, start: i64, end: i64, count: u64, sum: i64) -> u64 {
-    digest_words(key, &[start as u64, end as u64, count, sum as u64])
+    digest_words(key.as_bytes(), &[start as u64, end as u64, count, sum as u64])
 }
 
 fn hash_late(key: &CompactKey, time_ms: i64, value: i64) -> u64 {
-    digest_words(key, &[u64::from(b'L'), time_ms as u64, value as u64])
+    digest_words(key.as_bytes(), &[u64::from(b'L'), time_ms as u64, value as u64])
 }
 
 /// A fixed hash of a key and some numbers, eight bytes per step (splitmix64's finaliser): both
 /// engines hash every result, tens of millions with sliding windows, so it must cost little next
 /// to the windowing it checks.
-fn digest_words(key: &CompactKey, numbers: &[u64]) -> u64 {
+fn digest_words(bytes: &[u8], numbers: &[u64]) -> u64 {
     fn mix(state: u64, word: u64) -> u64 {
         let mut z = (state ^ word).wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    let bytes = key.as_bytes();
     let mut state = mix(0, bytes.len() as u64);
     for chunk in bytes.chunks(8) {
         let mut word = [0u8; 8];
@@ -247,56 +279,43 @@ fn run_flowlab(bench: &WindowBench, progress: &(dyn Fn(u64) + Sync)) -> Result<(
     }
     let digest = Digest::default();
     let config = JobConfig::threads("bench-window", bench.parallelism.max(1));
-    let metrics = config.metrics.clone();
     let (input, window, sink_digest) = (bench.input.clone(), bench.window, digest.clone());
     // Building checks the window parameters once, before the workers start.
     window_assigner_check(&window)?;
-    let result = std::thread::scope(|scope| {
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        scope.spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                finished.recv_timeout(std::time::Duration::from_millis(100))
-            {
-                progress(metrics.total("source:", |m| m.records_out));
+    execute_with_progress(&config, progress, move |env: &Env<'_>| {
+        let keyed = env
+            .source(
+                GeneratorSource::<BenchEvent>::of_rows(input.clone()),
+                WatermarkStrategy::bounded(input.disorder_ms),
+            )
+            .key_by(|event: &BenchEvent| event.key.clone());
+        let windowed = match window {
+            WindowSpec::Tumbling { size_ms } => {
+                keyed.window(TumblingWindows::event_time(size_ms).expect("checked before the run"))
             }
+            WindowSpec::Sliding { size_ms, slide_ms } => keyed.window(
+                SlidingWindows::new(size_ms, slide_ms, 0, TimeDomain::EventTime).expect("checked before the run"),
+            ),
+            WindowSpec::Session { gap_ms } => {
+                keyed.window(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("checked before the run"))
+            }
+            WindowSpec::Count { .. } => unreachable!("refused above"),
+        };
+        let output = windowed.aggregate(BenchCountSum);
+        output.results.sink(DigestSink {
+            digest: sink_digest.clone(),
+            hash: |record: &Record<WindowResult<CompactKey, (u64, i64)>>| {
+                let result = &record.value;
+                hash_result(&result.key, result.window.start, result.window.end, result.value.0, result.value.1)
+            },
+            counter: |digest| &digest.results,
         });
-        let result = execute(&config, move |env: &Env<'_>| {
-            let keyed = env
-                .source(
-                    GeneratorSource::<BenchEvent>::of_rows(input.clone()),
-                    WatermarkStrategy::bounded(input.disorder_ms),
-                )
-                .key_by(|event: &BenchEvent| event.key.clone());
-            let windowed = match window {
-                WindowSpec::Tumbling { size_ms } => {
-                    keyed.window(TumblingWindows::event_time(size_ms).expect("checked before the run"))
-                }
-                WindowSpec::Sliding { size_ms, slide_ms } => keyed.window(
-                    SlidingWindows::new(size_ms, slide_ms, 0, TimeDomain::EventTime).expect("checked before the run"),
-                ),
-                WindowSpec::Session { gap_ms } => keyed
-                    .window(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("checked before the run")),
-                WindowSpec::Count { .. } => unreachable!("refused above"),
-            };
-            let output = windowed.aggregate(BenchCountSum);
-            output.results.sink(DigestSink {
-                digest: sink_digest.clone(),
-                hash: |record: &Record<WindowResult<CompactKey, (u64, i64)>>| {
-                    let result = &record.value;
-                    hash_result(&result.key, result.window.start, result.window.end, result.value.0, result.value.1)
-                },
-                counter: |digest| &digest.results,
-            });
-            output.late.sink(DigestSink {
-                digest: sink_digest.clone(),
-                hash: |record: &Record<BenchEvent>| hash_late(&record.value.key, record.time_ms, record.value.value),
-                counter: |digest| &digest.late,
-            });
+        output.late.sink(DigestSink {
+            digest: sink_digest.clone(),
+            hash: |record: &Record<BenchEvent>| hash_late(&record.value.key, record.time_ms, record.value.value),
+            counter: |digest| &digest.late,
         });
-        drop(done);
-        result
-    });
-    result?;
+    })?;
     Ok(digest.totals())
 }
 
@@ -473,6 +492,188 @@ fn baseline_sessions(gap_ms: i64, input: &GeneratorConfig, progress: &dyn Fn(u64
         }
     }
     Ok(output)
+}
+
+/// What `flowlab bench nexmark` measures.
+#[derive(Clone, Debug)]
+pub struct NexmarkBench {
+    /// The query.
+    pub query: Query,
+    /// The generated events.
+    pub input: NexmarkConfig,
+    /// flowlab's workers, and so source splits (the loop reads the same splits).
+    pub parallelism: usize,
+}
+
+/// Runs a Nexmark query on `engine`; `progress` hears the events read so far.
+///
+/// Both engines generate the events as they go (as the reference's source does), so generation
+/// is part of every number; q0 shows what it costs. q12 windows processing time, so its digest
+/// is the clock's, not comparable between runs.
+pub fn bench_nexmark(bench: &NexmarkBench, engine: Engine, progress: &(dyn Fn(u64) + Sync)) -> Result<BenchReport> {
+    bench.input.validate()?;
+    let parallelism = bench.parallelism.max(1);
+    let engine_parallelism = if engine == Engine::Flowlab { parallelism } else { 1 };
+    measure(engine, bench.input.events, engine_parallelism, || match engine {
+        Engine::Flowlab => run_nexmark_flowlab(bench.query, &bench.input, parallelism, progress),
+        Engine::Baseline => {
+            let mut rows = DigestRows::default();
+            nexmark::baseline::run(bench.query, &bench.input, parallelism, &mut rows, progress)?;
+            Ok((rows.results, rows.late, rows.digest))
+        }
+    })
+}
+
+/// A row's share of the digest: a hash of every field (strings by their bytes).
+trait RowDigest {
+    fn row_digest(&self) -> u64;
+}
+
+impl RowDigest for Bid {
+    fn row_digest(&self) -> u64 {
+        digest_words(
+            self.extra.as_bytes(),
+            &[u64::from(b'B'), self.auction, self.bidder, self.price, self.date_time_ms as u64],
+        )
+    }
+}
+
+impl RowDigest for HotItem {
+    fn row_digest(&self) -> u64 {
+        digest_words(&[], &[u64::from(b'5'), self.auction, self.count, self.start_ms as u64, self.end_ms as u64])
+    }
+}
+
+impl RowDigest for HighestBid {
+    fn row_digest(&self) -> u64 {
+        let words = [u64::from(b'7'), self.auction, self.price, self.bidder, self.date_time_ms as u64];
+        digest_words(&[], &[&words[..], &[self.window_end_ms as u64]].concat())
+    }
+}
+
+impl RowDigest for NewUser {
+    fn row_digest(&self) -> u64 {
+        digest_words(self.name.as_bytes(), &[u64::from(b'8'), self.id, self.start_ms as u64])
+    }
+}
+
+impl RowDigest for BidderCount {
+    fn row_digest(&self) -> u64 {
+        digest_words(&[], &[u64::from(b'C'), self.bidder, self.count, self.start_ms as u64, self.end_ms as u64])
+    }
+}
+
+impl RowDigest for NexmarkEvent {
+    fn row_digest(&self) -> u64 {
+        let (kind, id) = match self {
+            NexmarkEvent::Person(person) => (b'P', person.id),
+            NexmarkEvent::Auction(auction) => (b'A', auction.id ^ auction.seller.rotate_left(32)),
+            NexmarkEvent::Bid(bid) => (b'B', bid.auction ^ bid.bidder.rotate_left(32) ^ bid.price.rotate_left(16)),
+        };
+        digest_words(&[], &[u64::from(b'L'), u64::from(kind), id, self.date_time_ms() as u64])
+    }
+}
+
+/// The loop's rows, folded as the flowlab sinks fold theirs.
+#[derive(Default)]
+struct DigestRows {
+    results: u64,
+    late: u64,
+    digest: u64,
+}
+
+impl DigestRows {
+    fn result(&mut self, row: &impl RowDigest) {
+        self.results += 1;
+        self.digest = self.digest.wrapping_add(row.row_digest());
+    }
+}
+
+impl nexmark::baseline::Rows for DigestRows {
+    fn bid(&mut self, bid: &Bid) {
+        self.result(bid);
+    }
+
+    fn hot_item(&mut self, row: &HotItem) {
+        self.result(row);
+    }
+
+    fn highest_bid(&mut self, row: &HighestBid) {
+        self.result(row);
+    }
+
+    fn new_user(&mut self, row: &NewUser) {
+        self.result(row);
+    }
+
+    fn bidder_count(&mut self, row: &BidderCount) {
+        self.result(row);
+    }
+
+    fn late(&mut self, event: &NexmarkEvent) {
+        self.late += 1;
+        self.digest = self.digest.wrapping_add(event.row_digest());
+    }
+}
+
+fn digest_sink<R: RowDigest + 'static>(digest: &Digest) -> DigestSink<R> {
+    DigestSink {
+        digest: digest.clone(),
+        hash: |record: &Record<R>| record.value.row_digest(),
+        counter: |digest| &digest.results,
+    }
+}
+
+fn run_nexmark_flowlab(
+    query: Query,
+    input: &NexmarkConfig,
+    parallelism: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(u64, u64, u64)> {
+    let digest = Digest::default();
+    let config = JobConfig::threads(&format!("nexmark-{}", query.name()), parallelism);
+    let (input, sink_digest) = (input.clone(), digest.clone());
+    execute_with_progress(&config, progress, move |env: &Env<'_>| {
+        let events = env.source(NexmarkSource::new(input.clone()), nexmark_watermarks());
+        let late = match query {
+            Query::Q0 => {
+                queries::q0(events).sink(digest_sink(&sink_digest));
+                None
+            }
+            Query::Q5 => {
+                let output = queries::q5(events);
+                output.results.sink(digest_sink(&sink_digest));
+                Some(output.late)
+            }
+            Query::Q7 => {
+                let output = queries::q7(events);
+                output.results.sink(digest_sink(&sink_digest));
+                Some(output.late)
+            }
+            Query::Q8 => {
+                let output = queries::q8(events);
+                output.results.sink(digest_sink(&sink_digest));
+                Some(output.late)
+            }
+            Query::Q11 => {
+                let output = queries::q11(events);
+                output.results.sink(digest_sink(&sink_digest));
+                Some(output.late)
+            }
+            Query::Q12 => {
+                queries::q12(events).sink(digest_sink(&sink_digest));
+                None
+            }
+        };
+        if let Some(late) = late {
+            late.sink(DigestSink {
+                digest: sink_digest.clone(),
+                hash: |record: &Record<NexmarkEvent>| record.value.row_digest(),
+                counter: |digest| &digest.late,
+            });
+        }
+    })?;
+    Ok(digest.totals())
 }
 
 /// CPU seconds (user + system) this process has used so far, if the platform tells.

@@ -251,6 +251,10 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         }
         self.counts.elements += 1;
         let watermark_ms = self.watermark_ms;
+        // Lateness is judged by the record's stamp when it is ahead of the operator (records of
+        // a parallel source, whose watermark here is the slowest instance's): what the record's
+        // own source had promised decides, never how far the other instances have got.
+        let judged_ms = watermark_ms.max(record.watermark_ms);
         let mut assigned = std::mem::take(&mut self.assigned);
         assigned.clear();
         let assignment = self.settings.assigner.assign(&record.value, record.time_ms, now_ms, &mut assigned);
@@ -262,12 +266,12 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         let mut accepted = false;
         for window in assigned.iter().copied() {
             let window = if self.settings.assigner.is_merging() {
-                match self.merge_into_sessions(key, window, watermark_ms, now_ms) {
+                match self.merge_into_sessions(key, window, watermark_ms, judged_ms, now_ms) {
                     Some(actual) => actual,
                     None => continue,
                 }
             } else {
-                if self.is_window_late(&window, watermark_ms) {
+                if self.is_window_late(&window, judged_ms) {
                     continue;
                 }
                 window
@@ -296,15 +300,24 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     }
 
     /// Session merging (Flink's `MergingWindowSet.addWindow` and the merge callback). Returns the
-    /// window the element goes to, or `None` if that window is late.
+    /// window the element goes to, or `None` if that window is late. Sessions already past their
+    /// cleanup time by `judged_ms` (the element's stamp, when it is ahead of the operator's
+    /// watermark) do not take part: had the watermark reached the stamp, they would be gone, and
+    /// the element's session must not depend on whether the operator has got there yet.
     fn merge_into_sessions(
         &mut self,
         key: KeyId,
         new_window: Window,
         watermark_ms: i64,
+        judged_ms: i64,
         now_ms: i64,
     ) -> Option<Window> {
-        let existing: Vec<Window> = self.keys[key as usize].windows.iter().map(|entry| entry.window).collect();
+        let existing: Vec<Window> = self.keys[key as usize]
+            .windows
+            .iter()
+            .map(|entry| entry.window)
+            .filter(|window| !self.is_window_late(window, judged_ms))
+            .collect();
         // Sort by start and sweep with the running cover, as `TimeWindow.mergeWindows` does;
         // keep the group that contains the new window.
         let mut all = existing.clone();
@@ -342,7 +355,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         };
         if real_merge {
             debug_assert!(
-                !self.is_window_late(&result, watermark_ms),
+                !self.is_window_late(&result, judged_ms),
                 "merging made a window late: Flink rejects this; it cannot happen with built-in assigners"
             );
             let mut merged_contents: Option<L::Contents> = None;
@@ -374,7 +387,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
                 self.remove_timers(key, window);
             }
         }
-        if self.is_window_late(&result, watermark_ms) {
+        if self.is_window_late(&result, judged_ms) {
             debug_assert!(!real_merge);
             return None;
         }

@@ -78,6 +78,13 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     watermark_ms: i64,
     /// `first_open_start(watermark_ms)`, kept with the watermark: every element needs it.
     open_start: i64,
+    /// Elements whose stamp excludes them from windows the operator's watermark has not passed
+    /// (a parallel source runs ahead of the others): `(stamp, arrival) → (key, time, the element
+    /// folded alone)`, added to their slices once the watermark reaches the stamp. Slices cannot
+    /// leave an element out of some of the windows they are part of.
+    pending: BTreeMap<(i64, u64), (KeyId, i64, A::Accumulator)>,
+    /// Elements made pending so far: their order among equal stamps.
+    pending_count: u64,
     counts: WindowCounts,
     marker: std::marker::PhantomData<fn(D)>,
 }
@@ -101,6 +108,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             next_due: i64::MAX,
             watermark_ms: WATERMARK_MIN,
             open_start: i64::MIN,
+            pending: BTreeMap::new(),
+            pending_count: 0,
             counts: WindowCounts::default(),
             marker: std::marker::PhantomData,
         }
@@ -118,7 +127,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
 
     /// Whether no slice is left.
     pub fn is_empty(&self) -> bool {
-        self.keys.iter().all(|state| state.slices.is_empty())
+        self.pending.is_empty() && self.keys.iter().all(|state| state.slices.is_empty())
     }
 
     fn intern(&mut self, key: K) -> KeyId {
@@ -244,8 +253,22 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         });
     }
 
-    /// Moves the watermark to `watermark_ms`, firing every window whose end it reaches.
+    /// Moves the watermark to `watermark_ms`, firing every window whose end it reaches, and
+    /// adding pending elements when it reaches their stamps.
     pub fn advance_watermark(&mut self, watermark_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
+        while let Some((&(stamp_ms, _), _)) = self.pending.first_key_value() {
+            if stamp_ms > watermark_ms {
+                break;
+            }
+            self.fire_until(stamp_ms, emit);
+            let (_, (key, time_ms, accumulator)) = self.pending.pop_first().expect("looked at");
+            let (start, last) = self.windows_taking(time_ms, stamp_ms).expect("a pending element has a window");
+            self.add_to_slice(key, time_ms, start, last, |function, into| function.merge(into, accumulator), emit);
+        }
+        self.fire_until(watermark_ms, emit);
+    }
+
+    fn fire_until(&mut self, watermark_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         if watermark_ms <= self.watermark_ms {
             return;
         }
@@ -303,45 +326,73 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.counts.elements += 1;
         let watermark_ms = self.watermark_ms;
         let time_ms = record.time_ms;
-        let last = self.last_start(time_ms);
-        let first = if self.tumbling { last } else { self.first_start(time_ms) };
-        if time_ms >= last + self.spec.size_ms {
-            // Between two windows (size < slide): no window takes it. Flink drops such an element
-            // without a trace; flowlab sends it to the late output, so that nothing is lost.
+        // Judged by its stamp when that is ahead of the operator (a parallel source: see
+        // `WindowCore::on_element`).
+        let judged_ms = watermark_ms.max(record.watermark_ms);
+        let Some((start, last)) = self.windows_taking(time_ms, judged_ms) else {
+            // Between two windows (size < slide), or past every window: no window takes it.
+            // Flink drops it without a trace; flowlab sends it to the late output.
             self.counts.late += 1;
             emit.late.push(record);
             return;
+        };
+        let key = self.intern(key);
+        if judged_ms > watermark_ms && self.windows_taking(time_ms, watermark_ms).map(|(first, _)| first) != Some(start)
+        {
+            let mut accumulator = self.function.create_accumulator();
+            self.function.add(&mut accumulator, &record.value);
+            self.pending.insert((judged_ms, self.pending_count), (key, time_ms, accumulator));
+            self.pending_count += 1;
+            return;
         }
-        // Windows from `first` to `last`; those past their cleanup time do not take the element.
+        self.add_to_slice(key, time_ms, start, last, |function, into| function.add(into, &record.value), emit);
+    }
+
+    /// The windows that take an element at `time_ms` under `watermark_ms`, as `(first start,
+    /// last start)`: those past their cleanup time do not; `None` if no window does.
+    fn windows_taking(&self, time_ms: i64, watermark_ms: i64) -> Option<(i64, i64)> {
+        let last = self.last_start(time_ms);
+        let first = if self.tumbling { last } else { self.first_start(time_ms) };
+        if time_ms >= last + self.spec.size_ms {
+            return None;
+        }
         let mut start = first;
         while start <= last && self.cleanup_time(&self.window_at(start)) <= watermark_ms {
             start += self.spec.slide_ms;
         }
-        if start > last {
-            self.counts.late += 1;
-            emit.late.push(record);
-            return;
-        }
-        let key = self.intern(key);
+        (start <= last).then_some((start, last))
+    }
+
+    /// Folds an element of `key` at `time_ms`, taken by the windows `start..=last`, into its
+    /// slice with `fold`, and fires again the windows among them the watermark has passed.
+    fn add_to_slice(
+        &mut self,
+        key: KeyId,
+        time_ms: i64,
+        start: i64,
+        last: i64,
+        fold: impl FnOnce(&A, &mut A::Accumulator),
+        emit: &mut WindowEmit<'_, K, D, A::Output>,
+    ) {
+        let watermark_ms = self.watermark_ms;
         let slice_start = if self.slice_ms == self.spec.slide_ms {
             last
         } else {
             window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms)
         };
+        let function = &*self.function;
         let slices = &mut self.keys[key as usize].slices;
         let mut new_slice = false;
         match slices.back_mut() {
             // Most elements go to their key's newest slice.
-            Some((newest, accumulator)) if *newest == slice_start => self.function.add(accumulator, &record.value),
+            Some((newest, accumulator)) if *newest == slice_start => fold(function, accumulator),
             _ => {
                 let position = slices.iter().rposition(|(s, _)| *s <= slice_start);
                 match position {
-                    Some(index) if slices[index].0 == slice_start => {
-                        self.function.add(&mut slices[index].1, &record.value)
-                    }
+                    Some(index) if slices[index].0 == slice_start => fold(function, &mut slices[index].1),
                     _ => {
-                        let mut accumulator = self.function.create_accumulator();
-                        self.function.add(&mut accumulator, &record.value);
+                        let mut accumulator = function.create_accumulator();
+                        fold(function, &mut accumulator);
                         slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
                         new_slice = true;
                     }
@@ -387,6 +438,8 @@ struct KeySlices<K, A> {
     key: K,
     slices: Vec<(i64, A)>,
     next_start: i64,
+    /// Pending elements, `(stamp, time, accumulator)`, in the order they are added.
+    pending: Vec<(i64, i64, A)>,
 }
 
 impl<K, D, A> SlicedCore<K, D, A>
@@ -399,9 +452,13 @@ where
         let mut order: Vec<usize> = (0..self.key_values.len()).collect();
         order.sort_by(|a, b| self.key_values[*a].cmp(&self.key_values[*b]));
         let mut groups: std::collections::BTreeMap<u32, Vec<KeySlices<&K, &A::Accumulator>>> = Default::default();
+        let mut pending: Vec<Vec<(i64, i64, &A::Accumulator)>> = vec![Vec::new(); self.keys.len()];
+        for ((stamp_ms, _), (key, time_ms, accumulator)) in &self.pending {
+            pending[*key as usize].push((*stamp_ms, *time_ms, accumulator));
+        }
         for id in order {
             let state = &self.keys[id];
-            if state.slices.is_empty() {
+            if state.slices.is_empty() && pending[id].is_empty() {
                 continue;
             }
             let key = &self.key_values[id];
@@ -410,6 +467,7 @@ where
                 key,
                 slices,
                 next_start: state.next_start,
+                pending: std::mem::take(&mut pending[id]),
             });
         }
         encode(SnapshotKind::KeyedState, &groups)
@@ -424,6 +482,7 @@ where
         self.key_values.clear();
         self.keys.clear();
         self.queue.clear();
+        self.pending.clear();
         self.next_due = i64::MAX;
         self.set_watermark(WATERMARK_MIN);
         for snapshot in restored {
@@ -431,6 +490,10 @@ where
             let state = &mut self.keys[id as usize];
             state.slices = snapshot.slices.into_iter().collect();
             state.next_start = snapshot.next_start;
+            for (stamp_ms, time_ms, accumulator) in snapshot.pending {
+                self.pending.insert((stamp_ms, self.pending_count), (id, time_ms, accumulator));
+                self.pending_count += 1;
+            }
             self.requeue(id);
         }
         Ok(())
