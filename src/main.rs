@@ -418,7 +418,8 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
         one => vec![Engine::parse(one)?],
     };
     // What is measured, as the report line names it, and how to run it on one engine.
-    let (what, run): (String, Box<dyn Fn(Engine, &(dyn Fn(u64) + Sync)) -> Result<_>>) = match args.what.as_str() {
+    type RunOn = Box<dyn Fn(Engine, &(dyn Fn(u64) + Sync)) -> Result<flowlab::jobs::bench::BenchReport>>;
+    let (what, run): (String, RunOn) = match args.what.as_str() {
         "window" => {
             let bench = WindowBench {
                 window: WindowSpec::parse(&args.window)?,

@@ -224,7 +224,36 @@ fn bench_window_compares_flowlab_with_the_loop_and_prints_json() {
     assert_eq!(report["events"], 5000);
     assert!(report["events_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{report}");
 
-    let output = flowlab(&["bench", "nexmark"]);
+    let output = flowlab(&["bench", "stream"]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`window` or `nexmark`"));
+}
+
+#[test]
+fn bench_nexmark_runs_a_query_on_both_engines() {
+    let output = flowlab(&["bench", "nexmark", "--query", "q5", "--events", "50000", "--parallelism", "2"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("nexmark q5") && text.contains("same output; flowlab per core is"), "{text}");
+    assert!(text.contains("2 worker(s)"), "{text}");
+
+    let output = flowlab(&["bench", "nexmark", "--query", "q12", "--events", "20000"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("processing-time windows: outputs not compared"), "{text}");
+
+    let output = flowlab(&["bench", "nexmark", "--query", "q11", "--events", "5000", "--engine", "baseline", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["engine"], "baseline");
+    assert!(report["results"].as_u64().is_some_and(|rows| rows > 0), "{report}");
+
+    for (flags, words) in [
+        (&["--query", "q9"][..], "unknown nexmark query"),
+        (&["--delayed-fraction", "0.1"][..], "positive maximum delay"),
+        (&["--out-of-order-group", "0"][..], "at least 1"),
+    ] {
+        let output = flowlab(&[&["bench", "nexmark", "--events", "100"][..], flags].concat());
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains(words), "{flags:?}");
+    }
 }

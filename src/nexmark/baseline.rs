@@ -110,13 +110,13 @@ impl<'a> Arrivals<'a> {
             self.max_time_ms[split] = Some(max);
             if splits == 1 {
                 watermark_ms = stamp_ms;
-            } else if number % splits as u64 == 0 {
+            } else if number.is_multiple_of(splits as u64) {
                 // Every split has moved once since the last look: a cheap, still exact bound
                 // (firing later than possible never changes a row).
                 watermark_ms = self.max_time_ms.iter().map(|max| Self::watermark(*max)).min().unwrap_or(WATERMARK_MIN);
             }
             on_event(Arrival { time_ms, stamp_ms, watermark_ms }, event);
-            if (number + 1) % 65_536 == 0 {
+            if (number + 1).is_multiple_of(65_536) {
                 (self.progress)(number + 1);
             }
         }
@@ -312,7 +312,7 @@ fn q12(events: &mut Arrivals<'_>, rows: &mut dyn Rows) {
     events.for_each(|_, event| {
         let Event::Bid(bid) = event else { return };
         seen += 1;
-        if seen % 1024 == 0 {
+        if seen.is_multiple_of(1024) {
             now = now_ms();
         }
         if now >= window_end_ms {

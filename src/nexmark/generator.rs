@@ -272,7 +272,9 @@ impl NexmarkConfig {
 /// The newest person id (base 0) at event id `id`: the current one if `id` makes a person.
 pub fn last_base0_person_id(id: u64) -> u64 {
     let (epoch, offset) = (id / TOTAL_PROPORTION, id % TOTAL_PROPORTION);
-    epoch * PERSON_PROPORTION + offset.min(PERSON_PROPORTION - 1)
+    // An auction or a bid: the last person of this cycle.
+    let offset = if offset >= PERSON_PROPORTION { PERSON_PROPORTION - 1 } else { offset };
+    epoch * PERSON_PROPORTION + offset
 }
 
 /// The newest auction id (base 0) at event id `id`: the current one if `id` makes an auction.
