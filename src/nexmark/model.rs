@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A person registered with the auction site.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Person {
     /// Unique id, from [`FIRST_PERSON_ID`](super::FIRST_PERSON_ID) up.
     pub id: u64,
@@ -24,7 +24,7 @@ pub struct Person {
 }
 
 /// An auction a person opened.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Auction {
     /// Unique id, from [`FIRST_AUCTION_ID`](super::FIRST_AUCTION_ID) up.
     pub id: u64,
@@ -49,7 +49,7 @@ pub struct Auction {
 }
 
 /// A bid on an auction.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Bid {
     /// The auction bid on.
     pub auction: u64,

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Bid, Event};
+use super::model::{Auction, Bid, Event, Person};
 use crate::api::Stream;
 use crate::time::WatermarkStrategy;
 use crate::window::{AggregateFunction, SessionWindows, SlidingWindows, TimeDomain, TumblingWindows, WindowResult};
@@ -82,6 +82,13 @@ pub fn bids(events: Stream<'_, Event>) -> Stream<'_, Bid> {
     events.flat_map(Event::into_bid).name("bids")
 }
 
+/// The bids without `extra`, which no window query reads: projected before the key exchange, as
+/// Flink SQL's planner does, so that workers do not ship padding to each other. (Late bids go
+/// to the late output as projected.)
+pub fn bid_columns(events: Stream<'_, Event>) -> Stream<'_, Bid> {
+    events.flat_map(|event| event.into_bid().map(|bid| Bid { extra: String::new(), ..bid })).name("bids (projected)")
+}
+
 /// q0: every bid.
 pub fn q0(events: Stream<'_, Event>) -> Stream<'_, Bid> {
     bids(events)
@@ -105,7 +112,7 @@ pub struct HotItem {
 /// window: each result is stamped at its window's last millisecond, so a tumbling window as long
 /// as the slide holds the results of exactly one sliding window.
 pub fn q5(events: Stream<'_, Event>) -> QueryOutput<'_, HotItem> {
-    let counted = bids(events)
+    let counted = bid_columns(events)
         .key_by(|bid: &Bid| bid.auction)
         .window(SlidingWindows::new(WINDOW_MS, Q5_SLIDE_MS, 0, TimeDomain::EventTime).expect("valid constants"))
         .aggregate(Count);
@@ -141,7 +148,7 @@ pub struct HighestBid {
 /// `dateTime BETWEEN end − 10 s AND end`, which would also take a bid at exactly `end` — in the
 /// next window — whose price equals this window's maximum; flowlab keeps to the window.)
 pub fn q7(events: Stream<'_, Event>) -> QueryOutput<'_, HighestBid> {
-    let highest = bids(events)
+    let highest = bid_columns(events)
         .key_by(|_: &Bid| ())
         .window(TumblingWindows::event_time(WINDOW_MS).expect("valid constant"))
         .aggregate(MaxPrice);
@@ -176,11 +183,26 @@ pub struct NewUser {
 
 /// q8: the tumbling-window join of people and auctions on `person.id = auction.seller`, as
 /// Flink's DataStream window join does it: one keyed, windowed stream of both sides, each window
-/// emitting the person's row if both sides are in it.
+/// emitting the person's row if both sides are in it. Only the columns the join reads cross the
+/// exchange (people: id, name, time; auctions: id, seller, time).
 pub fn q8(events: Stream<'_, Event>) -> QueryOutput<'_, NewUser> {
     let joined = events
-        .filter(|event| !matches!(event, Event::Bid(_)))
-        .name("people and auctions")
+        .flat_map(|event| match event {
+            Event::Person(person) => Some(Event::Person(Person {
+                id: person.id,
+                name: person.name,
+                date_time_ms: person.date_time_ms,
+                ..Person::default()
+            })),
+            Event::Auction(auction) => Some(Event::Auction(Auction {
+                id: auction.id,
+                seller: auction.seller,
+                date_time_ms: auction.date_time_ms,
+                ..Auction::default()
+            })),
+            Event::Bid(_) => None,
+        })
+        .name("people and auctions (projected)")
         .key_by(|event: &Event| match event {
             Event::Person(person) => person.id,
             Event::Auction(auction) => auction.seller,
@@ -216,7 +238,7 @@ fn bidder_counts(result: WindowResult<u64, u64>) -> BidderCount {
 
 /// q11: bids per bidder per session (event time, gap 10 s).
 pub fn q11(events: Stream<'_, Event>) -> QueryOutput<'_, BidderCount> {
-    let sessions = bids(events)
+    let sessions = bid_columns(events)
         .key_by(|bid: &Bid| bid.bidder)
         .window(SessionWindows::with_gap(WINDOW_MS, TimeDomain::EventTime).expect("valid constant"))
         .aggregate(Count);
@@ -227,7 +249,7 @@ pub fn q11(events: Stream<'_, Event>) -> QueryOutput<'_, BidderCount> {
 /// bids arrive, so no two runs need agree; windows still open at the end of input are dropped,
 /// as in Flink's streaming mode.
 pub fn q12(events: Stream<'_, Event>) -> Stream<'_, BidderCount> {
-    bids(events)
+    bid_columns(events)
         .key_by(|bid: &Bid| bid.bidder)
         .window(TumblingWindows::new(WINDOW_MS, 0, TimeDomain::ProcessingTime).expect("valid constant"))
         .aggregate(Count)

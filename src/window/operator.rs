@@ -124,6 +124,12 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     /// Id → key, and id → state.
     key_values: Vec<K>,
     keys: Vec<KeyState<L::Contents>>,
+    /// Keys whose last window was cleared: released (their ids freed for new keys) once the
+    /// operation at hand is over, if they are still empty. Without it a stream whose keys come
+    /// and go (auctions, sessions of users) would keep every key it ever saw.
+    emptied: Vec<KeyId>,
+    /// Ids of released keys, reused by new ones.
+    free_ids: Vec<KeyId>,
     /// Event-time timers by `(may fire from, time, key, window)`: the firing order.
     event_queue: BTreeSet<(i64, i64, KeyId, Window)>,
     /// Processing-time timers by `(time, key, window)`.
@@ -148,6 +154,8 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             key_ids: HashMap::default(),
             key_values: Vec::new(),
             keys: Vec::new(),
+            emptied: Vec::new(),
+            free_ids: Vec::new(),
             event_queue: BTreeSet::new(),
             processing_queue: BTreeSet::new(),
             watermark_ms: WATERMARK_MIN,
@@ -184,11 +192,33 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         if let Some(&id) = self.key_ids.get(&key) {
             return id;
         }
-        let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
-        self.key_values.push(key.clone());
-        self.keys.push(KeyState::default());
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.key_values[id as usize] = key.clone();
+                self.keys[id as usize] = KeyState::default();
+                id
+            }
+            None => {
+                let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
+                self.key_values.push(key.clone());
+                self.keys.push(KeyState::default());
+                id
+            }
+        };
         self.key_ids.insert(key, id);
         id
+    }
+
+    /// Releases the emptied keys that are still empty: no window, no timer.
+    fn release_emptied(&mut self) {
+        while let Some(id) = self.emptied.pop() {
+            let state = &self.keys[id as usize];
+            let key = &self.key_values[id as usize];
+            if state.windows.is_empty() && state.timers.is_empty() && self.key_ids.get(key) == Some(&id) {
+                self.key_ids.remove(key);
+                self.free_ids.push(id);
+            }
+        }
     }
 
     fn cleanup_time(&self, window: &Window) -> i64 {
@@ -222,6 +252,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             self.fire_timer(Domain::Event, time, key, window, watermark_ms, previous, now_ms, emit);
         }
         self.watermark_ms = watermark_ms;
+        self.release_emptied();
     }
 
     /// Fires every processing-time timer before `now_ms` (Flink fires a timer for `T` once the
@@ -235,6 +266,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             let watermark_ms = self.watermark_ms;
             self.fire_timer(Domain::Processing, time, key, window, watermark_ms, watermark_ms, now_ms, emit);
         }
+        self.release_emptied();
     }
 
     /// Processes one element of `key`. With per-record watermarks the watermark first advances to
@@ -296,6 +328,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             self.counts.late += 1;
             emit.late.push(record);
         }
+        self.release_emptied();
         Ok(())
     }
 
@@ -462,6 +495,9 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             self.settings.trigger.clear(window, &mut ctx);
         }
         self.remove_timers(key, window);
+        if self.keys[key as usize].windows.is_empty() {
+            self.emptied.push(key);
+        }
     }
 
     fn remove_timers(&mut self, key: KeyId, window: &Window) {
@@ -593,6 +629,8 @@ where
         self.key_ids.clear();
         self.key_values.clear();
         self.keys.clear();
+        self.emptied.clear();
+        self.free_ids.clear();
         self.event_queue.clear();
         self.processing_queue.clear();
         self.watermark_ms = WATERMARK_MIN;
@@ -677,6 +715,32 @@ mod tests {
     }
 
     type Row = (i64, i64, i64);
+
+    #[test]
+    fn keys_whose_sessions_are_over_release_their_ids() {
+        let assigner: Arc<dyn WindowAssigner<u8>> =
+            Arc::new(SessionWindows::with_gap(100, TimeDomain::EventTime).expect("valid gap"));
+        let settings = WindowSettings {
+            trigger: assigner.default_trigger(),
+            assigner,
+            allowed_lateness_ms: 0,
+            per_record_watermarks: true,
+        };
+        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        // A new key every 10 ms, each with one session of two elements: ~10 live at a time.
+        for step in 0..1_000i64 {
+            let stamp = step * 10 - 1;
+            core.on_element(step as u64, Record::new(step * 10, stamp, 0u8), 0, &mut emit).unwrap();
+            core.on_element(step as u64, Record::new(step * 10 + 5, stamp, 0u8), 0, &mut emit).unwrap();
+        }
+        core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
+        assert_eq!(results.len(), 1_000);
+        assert!(results.iter().all(|result| result.value.value == 2));
+        assert!(core.key_values.len() < 20, "{} key ids for ~11 live keys", core.key_values.len());
+        assert!(core.is_empty() && core.key_ids.is_empty());
+    }
 
     /// Feeds `(time, stamp, now)` elements of one key, then ends the input; returns the firings
     /// as `(start, end, count)` in emission order and the times of the late elements.

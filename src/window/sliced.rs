@@ -69,6 +69,9 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     key_ids: HashMap<K, KeyId, BuildHasherDefault<LookupHasher>>,
     key_values: Vec<K>,
     keys: Vec<KeyState<A::Accumulator>>,
+    /// Ids of keys released when their last slice went (and nothing was pending for them), reused
+    /// by new keys: a stream whose keys come and go keeps only the live ones.
+    free_ids: Vec<KeyId>,
     /// time → keys: when a key next has a window to fire or slices to drop. Keys are due at
     /// window ends, so thousands share a time and one entry; an entry whose time is not the key's
     /// `queued` any more is stale and skipped.
@@ -104,6 +107,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             key_ids: HashMap::default(),
             key_values: Vec::new(),
             keys: Vec::new(),
+            free_ids: Vec::new(),
             queue: BTreeMap::new(),
             next_due: i64::MAX,
             watermark_ms: WATERMARK_MIN,
@@ -134,11 +138,35 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         if let Some(&id) = self.key_ids.get(&key) {
             return id;
         }
-        let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
-        self.key_values.push(key.clone());
-        self.keys.push(KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None });
+        let fresh = KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None };
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.key_values[id as usize] = key.clone();
+                self.keys[id as usize] = fresh;
+                id
+            }
+            None => {
+                let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
+                self.key_values.push(key.clone());
+                self.keys.push(fresh);
+                id
+            }
+        };
         self.key_ids.insert(key, id);
         id
+    }
+
+    /// Releases `key` if it has no slice, is not queued and has no pending element.
+    fn release_if_empty(&mut self, key: KeyId) {
+        let state = &self.keys[key as usize];
+        if !state.slices.is_empty() || state.queued.is_some() {
+            return;
+        }
+        if !self.pending.is_empty() && self.pending.values().any(|(pending_key, ..)| *pending_key == key) {
+            return;
+        }
+        self.key_ids.remove(&self.key_values[key as usize]);
+        self.free_ids.push(key);
     }
 
     fn window_at(&self, start: i64) -> Window {
@@ -293,6 +321,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 }
                 self.drop_slices(key, watermark_ms);
                 self.requeue(key);
+                self.release_if_empty(key);
             }
             self.next_due = self.queue.first_key_value().map_or(i64::MAX, |(due, _)| *due);
         }
@@ -482,6 +511,7 @@ where
         self.key_values.clear();
         self.keys.clear();
         self.queue.clear();
+        self.free_ids.clear();
         self.pending.clear();
         self.next_due = i64::MAX;
         self.set_watermark(WATERMARK_MIN);
@@ -583,6 +613,23 @@ mod tests {
         let mut late: Vec<i64> = late.iter().map(|r| r.time_ms).collect();
         late.sort();
         (rows, late)
+    }
+
+    #[test]
+    fn keys_that_come_and_go_release_their_ids() {
+        // A new key every 10 ms for 10 000 ms of windows of 100 ms: a few keys are live at once,
+        // and the operator's tables hold only those (ids are reused).
+        let spec = SliceSpec { size_ms: 100, slide_ms: 50, offset_ms: 0 };
+        let mut core: SlicedCore<u64, i64, Sum> = SlicedCore::new(spec, 0, true, Arc::new(Sum));
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        for step in 0..1_000i64 {
+            core.on_element(step as u64, Record::new(step * 10, step * 10 - 1, 1), &mut emit);
+        }
+        core.advance_watermark(i64::MAX, &mut emit);
+        assert_eq!(results.len(), 2_000, "each key's element is in two windows");
+        assert!(core.key_values.len() < 20, "{} key ids for ~11 live keys", core.key_values.len());
+        assert!(core.is_empty() && core.key_ids.is_empty());
     }
 
     /// `(key, time, stamp)` with non-decreasing stamps, as one source produces them.
