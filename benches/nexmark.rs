@@ -18,8 +18,9 @@ fn generator(c: &mut Criterion) {
     let config = NexmarkConfig { events: EVENTS, ..NexmarkConfig::default() };
     let mut group = c.benchmark_group("nexmark generator");
     group.throughput(Throughput::Elements(EVENTS));
-    group
-        .bench_function("make 200 000 events", |b| b.iter(|| config.events().map(|(time, _)| black_box(time)).count()));
+    group.bench_function("make 200 000 events", |b| {
+        b.iter(|| config.events().map(|(time, _)| time).fold(0i64, |sum, time| black_box(sum ^ time)))
+    });
     group.finish();
 }
 
