@@ -212,23 +212,23 @@ fn hash_late(key: &CompactKey, time_ms: i64, value: i64) -> u64 {
     digest_words(key.as_bytes(), &[u64::from(b'L'), time_ms as u64, value as u64])
 }
 
-/// A fixed hash of a key and some numbers, eight bytes per step (splitmix64's finaliser): both
-/// engines hash every result, tens of millions with sliding windows, so it must cost little next
-/// to the windowing it checks.
+/// A fixed hash of a key and some numbers: one multiply per eight bytes, then splitmix64's
+/// finaliser once. Both engines hash every result — tens of millions with sliding windows — so
+/// it must cost little next to the windowing it checks; the finaliser keeps the sum of hashes
+/// from being linear in the fields (a linear one could let two different outputs balance out).
 fn digest_words(bytes: &[u8], numbers: &[u64]) -> u64 {
-    fn mix(state: u64, word: u64) -> u64 {
-        let mut z = (state ^ word).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    let mut state = mix(0, bytes.len() as u64);
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |state: u64, word: u64| (state ^ word).wrapping_mul(MULTIPLIER).rotate_left(31);
+    let mut state = step(0x0123_4567_89ab_cdef, bytes.len() as u64);
     for chunk in bytes.chunks(8) {
         let mut word = [0u8; 8];
         word[..chunk.len()].copy_from_slice(chunk);
-        state = mix(state, u64::from_le_bytes(word));
+        state = step(state, u64::from_le_bytes(word));
     }
-    numbers.iter().fold(state, |state, &number| mix(state, number))
+    let mut z = numbers.iter().fold(state, |state, &number| step(state, number));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Digest {
