@@ -440,6 +440,11 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                     _ => {
                         let mut accumulator = function.create_accumulator();
                         fold(function, &mut accumulator);
+                        if slices.capacity() == 0 {
+                            // Most keys of a tumbling window hold one slice: room for four (what
+                            // a first push reserves) would triple a key's memory.
+                            slices.reserve_exact(1);
+                        }
                         slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
                         new_slice = true;
                     }
