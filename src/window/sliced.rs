@@ -145,17 +145,20 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         if let Some(&id) = self.key_ids.get(&key) {
             return id;
         }
-        let fresh = KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None };
         let id = match self.free_ids.pop() {
             Some(id) => {
+                // A released key left no slice and no place in the queue; its slice list keeps
+                // its allocation for the next key.
+                let state = &mut self.keys[id as usize];
+                debug_assert!(state.slices.is_empty() && state.queued.is_none(), "a released key is empty");
+                state.next_start = i64::MIN;
                 self.key_values[id as usize] = key.clone();
-                self.keys[id as usize] = fresh;
                 id
             }
             None => {
                 let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
                 self.key_values.push(key.clone());
-                self.keys.push(fresh);
+                self.keys.push(KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None });
                 id
             }
         };
