@@ -15,12 +15,13 @@
 //! window. Slices are kept until the last window containing them is past its cleanup time, which
 //! is also why a window can never be recomputed from slices after it was cleaned up.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::assigner::window_start_with_offset;
 use super::function::AggregateFunction;
@@ -48,9 +49,17 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 type KeyId = u32;
 
-struct KeyState<A> {
+/// Slices a key keeps without a heap allocation: a tumbling window's key rarely has more than its
+/// open window and the next one.
+const INLINE_SLICES: usize = 2;
+
+/// Everything the operator knows of one key, in one place: a record's lookup compares the key and
+/// then updates the slices next to it, and a firing reads both, so each touches one spot of memory
+/// (with thousands of keys, a separate key table and slice buffer per key were a cache miss each).
+struct KeyState<K, A> {
+    key: K,
     /// Non-empty slices, by start, ascending.
-    slices: VecDeque<(i64, A)>,
+    slices: SmallVec<[(i64, A); INLINE_SLICES]>,
     /// Windows starting before this have fired (in order); the next to fire starts at or after it.
     next_start: i64,
     /// When the key is due in the queue, if it is: the queue entries at other times are stale.
@@ -66,9 +75,8 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     /// `size == slide`: an element is in one window, whose start is its slice's.
     tumbling: bool,
     function: Arc<A>,
-    key_ids: HashMap<K, KeyId, BuildHasherDefault<LookupHasher>>,
-    key_values: Vec<K>,
-    keys: Vec<KeyState<A::Accumulator>>,
+    key_ids: KeyIndex,
+    keys: Vec<KeyState<K, A::Accumulator>>,
     /// time → keys: when a key next has a window to fire or slices to drop. Keys are due at
     /// window ends, so thousands share a time and one entry; an entry whose time is not the key's
     /// `queued` any more is stale and skipped.
@@ -94,8 +102,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             per_record_watermarks,
             tumbling: spec.size_ms == spec.slide_ms,
             function,
-            key_ids: HashMap::default(),
-            key_values: Vec::new(),
+            key_ids: KeyIndex::default(),
             keys: Vec::new(),
             queue: BTreeMap::new(),
             next_due: i64::MAX,
@@ -122,13 +129,14 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     fn intern(&mut self, key: K) -> KeyId {
-        if let Some(&id) = self.key_ids.get(&key) {
+        let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(&key);
+        let keys = &self.keys;
+        if let Some(id) = self.key_ids.find(hash, |id| keys[id as usize].key == key) {
             return id;
         }
-        let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
-        self.key_values.push(key.clone());
-        self.keys.push(KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None });
-        self.key_ids.insert(key, id);
+        let id = KeyId::try_from(self.keys.len()).expect("at most 2^32 - 1 keys per worker");
+        self.keys.push(KeyState { key, slices: SmallVec::new(), next_start: i64::MIN, queued: None });
+        self.key_ids.insert(hash, id);
         id
     }
 
@@ -200,7 +208,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         let state = &self.keys[key as usize];
         let window_due = self.next_window_with_data(key, state.next_start).map(|s| self.window_at(s).max_timestamp());
         let drop_due =
-            state.slices.front().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))));
+            state.slices.first().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))));
         match (window_due, drop_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -237,7 +245,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             time_ms: window.max_timestamp(),
             watermark_ms: stamp_ms,
             value: WindowResult {
-                key: self.key_values[key as usize].clone(),
+                key: self.keys[key as usize].key.clone(),
                 window,
                 value: self.function.result(&accumulator),
             },
@@ -286,12 +294,15 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     fn drop_slices(&mut self, key: KeyId, watermark_ms: i64) {
-        loop {
-            let Some(&(start, _)) = self.keys[key as usize].slices.front() else { return };
-            if self.cleanup_time(&self.window_at(self.last_start_of_slice(start))) > watermark_ms {
-                return;
-            }
-            self.keys[key as usize].slices.pop_front();
+        let slices = &self.keys[key as usize].slices;
+        let expired = slices
+            .iter()
+            .take_while(|(start, _)| {
+                self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))) <= watermark_ms
+            })
+            .count();
+        if expired > 0 {
+            self.keys[key as usize].slices.drain(..expired);
         }
     }
 
@@ -330,7 +341,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         };
         let slices = &mut self.keys[key as usize].slices;
         let mut new_slice = false;
-        match slices.back_mut() {
+        match slices.last_mut() {
             // Most elements go to their key's newest slice.
             Some((newest, accumulator)) if *newest == slice_start => self.function.add(accumulator, &record.value),
             _ => {
@@ -381,6 +392,70 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 }
 
+/// Key ids by hash: an open-addressing table of 8-byte slots, probed linearly. A `HashMap<K, KeyId>`
+/// keeps a copy of every key in its entries, a table of ten thousand keys as large as the cache
+/// and a miss per record; these slots stay cached, and the one key compared is the key's own
+/// state, which the record needs next anyway.
+#[derive(Default)]
+struct KeyIndex {
+    /// `0` is empty; otherwise the high 32 bits of the key's hash, then `id + 1`. The position is
+    /// taken from the same 32 bits, so growing needs no key.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl KeyIndex {
+    fn tag(hash: u64) -> u64 {
+        hash >> 32
+    }
+
+    /// The id whose key `is_key` accepts, among those with this hash.
+    fn find(&self, hash: u64, is_key: impl Fn(KeyId) -> bool) -> Option<KeyId> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let tag = Self::tag(hash);
+        let mut at = tag as usize & mask;
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            // The low half is `id + 1`, at most `u32::MAX`.
+            let id = (slot as u32).wrapping_sub(1);
+            if slot >> 32 == tag && is_key(id) {
+                return Some(id);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Adds `id` (not in the table) under `hash`.
+    fn insert(&mut self, hash: u64, id: KeyId) {
+        // At most half full, so probes stay short.
+        if (self.len + 1) * 2 > self.slots.len() {
+            let size = (self.slots.len() * 2).max(64);
+            let old = std::mem::replace(&mut self.slots, vec![0; size]);
+            for slot in old.into_iter().filter(|slot| *slot != 0) {
+                self.place(slot);
+            }
+        }
+        let id_plus_one = u64::from(id.checked_add(1).expect("at most 2^32 - 1 keys per worker"));
+        self.place((Self::tag(hash) << 32) | id_plus_one);
+        self.len += 1;
+    }
+
+    fn place(&mut self, slot: u64) {
+        let mask = self.slots.len() - 1;
+        let mut at = (slot >> 32) as usize & mask;
+        while self.slots[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+}
+
 /// One key's slices in a snapshot.
 #[derive(Serialize, Deserialize)]
 struct KeySlices<K, A> {
@@ -396,15 +471,15 @@ where
 {
     /// Snapshots every key's slices, grouped by key group, in key order.
     pub fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
-        let mut order: Vec<usize> = (0..self.key_values.len()).collect();
-        order.sort_by(|a, b| self.key_values[*a].cmp(&self.key_values[*b]));
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        order.sort_by(|a, b| self.keys[*a].key.cmp(&self.keys[*b].key));
         let mut groups: std::collections::BTreeMap<u32, Vec<KeySlices<&K, &A::Accumulator>>> = Default::default();
         for id in order {
             let state = &self.keys[id];
             if state.slices.is_empty() {
                 continue;
             }
-            let key = &self.key_values[id];
+            let key = &state.key;
             let slices = state.slices.iter().map(|(start, accumulator)| (*start, accumulator)).collect();
             groups.entry(key_group(key, max_parallelism)).or_default().push(KeySlices {
                 key,
@@ -420,8 +495,7 @@ where
     pub fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: std::ops::Range<u32>) -> Result<(), SnapshotError> {
         let mut restored: Vec<KeySlices<K, A::Accumulator>> = decode_key_groups(snapshots, key_groups)?;
         restored.sort_by(|a, b| a.key.cmp(&b.key));
-        self.key_ids.clear();
-        self.key_values.clear();
+        self.key_ids = KeyIndex::default();
         self.keys.clear();
         self.queue.clear();
         self.next_due = i64::MAX;
