@@ -391,6 +391,8 @@ struct SortedRows {
     pending_end_min: i64,
     /// The sort order of the rows the current flush makes final (kept to reuse its memory).
     order: Vec<(i64, u128, usize, i64, usize)>,
+    /// The same for a flush of one window (see `render_one_window`).
+    packed: Vec<u128>,
     text: Vec<u8>,
 }
 
@@ -401,6 +403,7 @@ impl SortedRows {
             pending: Vec::new(),
             pending_end_min: i64::MAX,
             order: Vec::new(),
+            packed: Vec::new(),
             text: Vec::new(),
         }
     }
@@ -422,6 +425,67 @@ impl SortedRows {
         }
         let count_windows = self.sink.count_windows;
         let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
+        let rendered = match self.render_one_window(end_limit) {
+            Some(rendered) => rendered,
+            None => self.render_sorted(end_limit),
+        };
+        if rendered == 0 {
+            return false;
+        }
+        self.sink.rows.fetch_add(rendered as u64, std::sync::atomic::Ordering::Relaxed);
+        if rendered == self.pending.len() {
+            self.pending.clear();
+        } else {
+            self.pending.retain(|result| !is_final(row_bounds(result, count_windows).1));
+        }
+        self.pending_end_min =
+            self.pending.iter().map(|result| row_bounds(result, count_windows).1).min().unwrap_or(i64::MAX);
+        true
+    }
+
+    /// The common flush, faster: when every final row belongs to one window and every key of them
+    /// is at most 11 bytes, the order is `(key, arrival)` and each row's place fits one `u128` —
+    /// key bytes (zero-padded, so with the length after them they order as the keys do), length,
+    /// arrival index — which sorts as a plain number. Renders into `self.text` and returns how
+    /// many rows, or `None` (nothing rendered) when the rows are not of that kind.
+    fn render_one_window(&mut self, end_limit: Option<i64>) -> Option<usize> {
+        const KEY_MAX: usize = 11;
+        let count_windows = self.sink.count_windows;
+        let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
+        if self.pending.len() > u32::MAX as usize {
+            return None;
+        }
+        self.packed.clear();
+        let mut window = None;
+        for (index, result) in self.pending.iter().enumerate() {
+            let bounds = row_bounds(result, count_windows);
+            if !is_final(bounds.1) {
+                continue;
+            }
+            let key = result.key.as_bytes();
+            if key.len() > KEY_MAX || *window.get_or_insert(bounds) != bounds {
+                return None;
+            }
+            let mut place = [0u8; 16];
+            place[..key.len()].copy_from_slice(key);
+            place[KEY_MAX] = key.len() as u8;
+            place[12..].copy_from_slice(&(index as u32).to_be_bytes());
+            self.packed.push(u128::from_be_bytes(place));
+        }
+        let Some((start, end)) = window else { return Some(0) };
+        self.packed.sort_unstable();
+        for place in &self.packed {
+            // The low 32 bits are the arrival index.
+            let result = &self.pending[*place as u32 as usize];
+            render_row_bytes(&mut self.text, result.key.as_bytes(), start, end, result.value, &self.sink.aggregates);
+        }
+        Some(self.packed.len())
+    }
+
+    /// Sorts and renders the final rows in general; returns how many.
+    fn render_sorted(&mut self, end_limit: Option<i64>) -> usize {
+        let count_windows = self.sink.count_windows;
+        let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
         // Sort positions, not rows: `(end, key prefix, key length, start, arrival)`. The arrival
         // index keeps the firings of one window in firing order; the prefix (the first 16 key
         // bytes, big-endian, zero-padded) orders keys as their bytes do when no key is longer.
@@ -438,9 +502,6 @@ impl SortedRows {
                 self.order.push((end, u128::from_be_bytes(prefix), key.len(), start, index));
             }
         }
-        if self.order.is_empty() {
-            return false;
-        }
         if short_keys {
             self.order.sort_unstable();
         } else {
@@ -453,11 +514,7 @@ impl SortedRows {
             let result = &self.pending[index];
             render_row_bytes(&mut self.text, result.key.as_bytes(), start, end, result.value, &self.sink.aggregates);
         }
-        self.sink.rows.fetch_add(self.order.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.pending.retain(|result| !is_final(row_bounds(result, count_windows).1));
-        self.pending_end_min =
-            self.pending.iter().map(|result| row_bounds(result, count_windows).1).min().unwrap_or(i64::MAX);
-        true
+        self.order.len()
     }
 
     /// The limit below which rows are final at `watermark_ms`, if any rows can be.
