@@ -431,6 +431,19 @@ impl KeyIndex {
         }
     }
 
+    /// Starts loading the slot where the search for `hash` begins.
+    fn prefetch(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            crate::runtime::prefetch_memory(&self.slots[Self::tag(hash) as usize & (self.slots.len() - 1)]);
+        }
+    }
+
+    /// The first id whose slot has the tag of `hash`: the key's id, if the key is in the table and
+    /// no other key before it shares its tag.
+    fn candidate(&self, hash: u64) -> Option<KeyId> {
+        self.find(hash, |_| true)
+    }
+
     /// Adds `id` (not in the table) under `hash`.
     fn insert(&mut self, hash: u64, id: KeyId) {
         // At most half full, so probes stay short.
@@ -547,6 +560,21 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
 
     fn watermark_ms(&self) -> i64 {
         self.watermark_ms
+    }
+
+    fn prefetch_far(&self, key: &K) -> u64 {
+        // With thousands of keys, the index slot and the key's state are each a cache miss that
+        // the record would otherwise wait for: load the slot now, the state (which the slot's tag
+        // points to) a few records later. A tag shared by two keys only loads the wrong state.
+        let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(key);
+        self.key_ids.prefetch(hash);
+        hash
+    }
+
+    fn prefetch_near(&self, hash: u64) {
+        if let Some(id) = self.key_ids.candidate(hash) {
+            crate::runtime::prefetch_memory(&self.keys[id as usize]);
+        }
     }
 }
 
