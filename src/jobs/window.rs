@@ -347,13 +347,7 @@ fn put_integer(row: &mut [u8], mut at: usize, number: i64) -> usize {
 
 /// How many decimal digits `number` has (at least one).
 fn decimal_digits(number: u64) -> usize {
-    let mut digits = 1;
-    let mut bound = 10u64;
-    while digits < 20 && number >= bound {
-        digits += 1;
-        bound = bound.wrapping_mul(10);
-    }
-    digits
+    number.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 fn row_of<K: AsRef<str>>(result: &WindowResult<K, Stats>, count_windows: bool) -> WindowRow<'_> {
@@ -841,4 +835,36 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
     }
     let late_numbers = outputs.late.records().iter().map(|record| record.value.line).collect();
     Ok(WindowOutcome { results, late_lines: late_lines(&job.input, late_numbers)?, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte renderer of the file writer writes what `Display` does, for every size of number.
+    #[test]
+    fn rows_render_as_display_writes_them() {
+        let mut numbers = vec![0, 1, -1, 9, 10, 99, 100, -100, 12_345, i64::MAX, i64::MIN, i64::MIN + 1];
+        let mut power = 1i64;
+        while let Some(next) = power.checked_mul(10) {
+            numbers.extend([power - 1, power, power + 1, -power, -(power - 1), next / 3]);
+            power = next;
+        }
+        let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::Sum];
+        let long_key = "k".repeat(40);
+        for (index, &number) in numbers.iter().enumerate() {
+            let other = numbers[(index * 7 + 3) % numbers.len()];
+            let stats = Stats { count: number, sum: other, min: i64::MIN, max: i64::MAX, first_ms: 0, last_ms: 0 };
+            for key in ["k1", long_key.as_str(), ""] {
+                for aggregates in [&aggregates[..], &aggregates[..1], &[]] {
+                    let row = WindowRow { key, start: other, end: number, stats };
+                    let mut expected = String::new();
+                    render_row(&mut expected, &row, aggregates);
+                    let mut bytes = Vec::new();
+                    render_row_bytes(&mut bytes, key.as_bytes(), other, number, stats, aggregates);
+                    assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+                }
+            }
+        }
+    }
 }
