@@ -235,25 +235,22 @@ where
             let frontier = frontier.borrow();
             let now_ms = context.clock.now_ms();
             let apply = |core: &mut E, data: &mut Vec<Record<D>>, emit: &mut Emit<'_, D, E::Output>| {
-                // The keys of the next `LOOKAHEAD_FAR` records, computed once each and announced to
-                // the core ahead of their records (see `KeyedEngine::prefetch`).
-                let mut keys: VecDeque<(K, u64)> = VecDeque::with_capacity(LOOKAHEAD_FAR + 1);
+                // The next `LOOKAHEAD_FAR` records' keys are announced to the core ahead of their
+                // records (see `KeyedEngine::prefetch_far`); their tokens wait here.
+                let mut tokens: VecDeque<u64> = VecDeque::with_capacity(LOOKAHEAD_FAR + 1);
                 let mut records = data.drain(..);
                 for ahead in records.as_slice().iter().take(LOOKAHEAD_FAR) {
-                    let ahead = key(&ahead.value);
-                    let token = core.prefetch_far(&ahead);
-                    keys.push_back((ahead, token));
+                    tokens.push_back(core.prefetch_far(&key(&ahead.value)));
                 }
                 while let Some(record) = records.next() {
                     if let Some(ahead) = records.as_slice().get(LOOKAHEAD_FAR - 1) {
-                        let ahead = key(&ahead.value);
-                        let token = core.prefetch_far(&ahead);
-                        keys.push_back((ahead, token));
+                        tokens.push_back(core.prefetch_far(&key(&ahead.value)));
                     }
-                    if let Some((_, token)) = keys.get(LOOKAHEAD_NEAR) {
+                    if let Some(token) = tokens.get(LOOKAHEAD_NEAR) {
                         core.prefetch_near(*token);
                     }
-                    let (key, _) = keys.pop_front().expect("the key of every record is computed ahead of it");
+                    tokens.pop_front();
+                    let key = key(&record.value);
                     if context.failure.is_failed() {
                         continue;
                     }
