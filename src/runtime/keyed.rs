@@ -210,7 +210,13 @@ where
                 if !results.is_empty() {
                     OperatorMetrics::add(&metrics.records_out, results.len());
                     let capability = aligner.emitting(&results_capabilities);
-                    results_output.activate().session(capability).give_iterator(results.drain(..));
+                    let sent = results.len();
+                    // One message, not a copy of each result into timely's buffers. Timely takes
+                    // the vector and may leave anything in it: the next results get a new one of
+                    // the same size.
+                    results_output.activate().session(capability).give_container(&mut results);
+                    results.clear();
+                    results.reserve(sent);
                 }
                 if !late.is_empty() {
                     OperatorMetrics::add(&metrics.records_late, late.len());
