@@ -243,6 +243,59 @@ fn parse_plain_line(line: &[u8]) -> Option<(&str, i64, i64)> {
     Some((std::str::from_utf8(key).ok()?, time_ms, value))
 }
 
+/// [`parse_plain_line`] of the line at the start of `bytes`, found and parsed in one pass over
+/// its bytes: the fields and the line's length with its line end. `None` whenever
+/// `parse_plain_line` would be (and more: a line without its line end in `bytes`, a key with
+/// bytes beyond ASCII), for the general path to take the line.
+fn parse_plain_line_at(bytes: &[u8]) -> Option<((&str, i64, i64), usize)> {
+    let key_length = bytes.iter().take_while(|&&b| b != b',' && b != b'\n' && b.is_ascii()).count();
+    let key = &bytes[..key_length];
+    let plain = |b: &u8| *b > b' ';
+    if bytes.get(key_length) != Some(&b',') || !key.first().is_some_and(plain) || !key.last().is_some_and(plain) {
+        return None;
+    }
+    let (time_ms, after_time) = parse_plain_integer_at(bytes, key_length + 1)?;
+    if bytes.get(after_time) != Some(&b',') {
+        return None;
+    }
+    let (value, after_value) = parse_plain_integer_at(bytes, after_time + 1)?;
+    let length = match bytes.get(after_value..after_value + 2) {
+        Some([b'\n', _]) => after_value + 1,
+        Some(b"\r\n") => after_value + 2,
+        // A lone `\r`, other bytes, or a line end not in `bytes` yet.
+        _ if bytes.get(after_value) == Some(&b'\n') => after_value + 1,
+        _ => return None,
+    };
+    // ASCII, so this cannot fail.
+    Some(((std::str::from_utf8(key).ok()?, time_ms, value), length))
+}
+
+/// [`parse_plain_integer`] of the digits at `bytes[start..]`, up to the first byte that is not a
+/// digit: the number and where it ends.
+fn parse_plain_integer_at(bytes: &[u8], start: usize) -> Option<(i64, usize)> {
+    let (negative, first_digit) = match bytes.get(start)? {
+        b'-' => (true, start + 1),
+        b'+' => (false, start + 1),
+        _ => (false, start),
+    };
+    let mut number: i64 = 0;
+    let mut at = first_digit;
+    while let Some(&digit) = bytes.get(at)
+        && digit.is_ascii_digit()
+    {
+        // 18 digits cannot overflow an i64; longer numbers take the general path.
+        if at - first_digit == 18 {
+            return None;
+        }
+        number = number * 10 + i64::from(digit - b'0');
+        at += 1;
+    }
+    if at == first_digit {
+        return None;
+    }
+    Some((if negative { -number } else { number }, at))
+}
+
 fn parse_plain_integer(text: &[u8]) -> Option<i64> {
     let (negative, digits) = match text.first()? {
         b'-' => (true, &text[1..]),
@@ -282,6 +335,17 @@ impl<R: FromEventFields> SourceReader<R> for CsvReader<R> {
             let mut consumed = 0;
             while produced < max_records {
                 let rest = &buffer[consumed..];
+                if self.partial.is_empty()
+                    && let Some(((key, time_ms, value), length)) = parse_plain_line_at(rest)
+                {
+                    // What `Lines::take` does with a plain line, found and parsed in one pass.
+                    self.lines.offset += length as u64;
+                    self.lines.line += 1;
+                    out.push((time_ms, R::from_event_fields(key, time_ms, value, self.lines.line)));
+                    produced += 1;
+                    consumed += length;
+                    continue;
+                }
                 let Some(end) = rest.iter().position(|&b| b == b'\n') else {
                     // A line cut off by the end of the buffer: keep its start for the next refill.
                     self.partial.extend_from_slice(rest);
@@ -380,5 +444,42 @@ mod tests {
             }
         }
         assert!(parse_plain_line(b"k1,-5,7").is_some());
+    }
+
+    /// The one-pass parser takes a line only when `parse_plain_line` takes it without its line
+    /// end, with the same fields, and says how long the line is.
+    #[test]
+    fn the_one_pass_parser_agrees_with_the_plain_one() {
+        for line in [
+            "k1,-5,7",
+            "k1,+5,7",
+            "k1, 5,7",
+            " k1,5,7",
+            "k1 ,5,7",
+            "ké,5,7",
+            "k1,5,7,8",
+            "k1,5,",
+            "k1,,7",
+            ",5,7",
+            "k1,-,7",
+            "k1,9223372036854775807,1",
+            "k1,123456789012345678,-123456789012345678",
+            "k1,1234567890123456789,1",
+            "key,event_time_ms,value",
+            "k1,5,7\r",
+            "k1,5,7\r\r",
+            "k\n1,5,7",
+            "k1,5\n,7",
+        ] {
+            for end in ["\n", "\r\n", "", "\nk2,1,2\n"] {
+                let text = format!("{line}{end}");
+                let Some((fields, length)) = parse_plain_line_at(text.as_bytes()) else { continue };
+                let taken = &text.as_bytes()[..length];
+                assert!(taken.ends_with(b"\n"), "{text:?}");
+                assert_eq!(Some(fields), parse_plain_line(trim_line_end(taken)), "{text:?}");
+            }
+        }
+        assert_eq!(parse_plain_line_at(b"k1,-5,7\r\nk2"), Some((("k1", -5, 7), 9)));
+        assert_eq!(parse_plain_line_at(b"k1,-5,7"), None);
     }
 }

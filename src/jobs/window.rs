@@ -283,37 +283,71 @@ pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
 }
 
 /// `render_row` into bytes, without the formatting machinery: the file writer renders millions
-/// of rows. Same text.
+/// of rows. Same text. The numbers are written into a row on the stack and the row is appended
+/// once, since appending each number on its own cost a `memmove` call per number.
 fn render_row_bytes(out: &mut Vec<u8>, key: &[u8], start: i64, end: i64, stats: Stats, aggregates: &[Aggregate]) {
-    out.extend_from_slice(key);
-    out.push(b',');
-    push_integer(out, start);
-    out.push(b',');
-    push_integer(out, end);
-    for aggregate in aggregates {
-        out.push(b',');
-        push_integer(out, aggregate_value(stats, *aggregate));
+    // Room for a short key, two numbers and four aggregates (a number is at most 20 bytes after
+    // its comma) and the line end; more is written in parts.
+    const KEY_INLINE_MAX: usize = 32;
+    let mut row = [0u8; KEY_INLINE_MAX + 6 * 21 + 1];
+    let mut at = 0;
+    if key.len() <= KEY_INLINE_MAX {
+        row[..key.len()].copy_from_slice(key);
+        at = key.len();
+    } else {
+        out.extend_from_slice(key);
     }
-    out.push(b'\n');
+    let aggregates = aggregates.iter().map(|aggregate| aggregate_value(stats, *aggregate));
+    for number in [start, end].into_iter().chain(aggregates) {
+        if at + 22 > row.len() {
+            out.extend_from_slice(&row[..at]);
+            at = 0;
+        }
+        row[at] = b',';
+        at = put_integer(&mut row, at + 1, number);
+    }
+    row[at] = b'\n';
+    out.extend_from_slice(&row[..=at]);
 }
 
-/// Appends `number` in decimal, as `Display` writes it.
-fn push_integer(out: &mut Vec<u8>, number: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = number.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
+/// The decimal digits of `00` to `99`, two by two.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `number` in decimal, as `Display` writes it, into `row` at `at` (which leaves at least
+/// 20 bytes); returns the position after it.
+fn put_integer(row: &mut [u8], mut at: usize, number: i64) -> usize {
     if number < 0 {
-        out.push(b'-');
+        row[at] = b'-';
+        at += 1;
     }
-    out.extend_from_slice(&digits[at..]);
+    let mut rest = number.unsigned_abs();
+    let digits = decimal_digits(rest);
+    let end = at + digits;
+    let mut position = end;
+    // Two digits per division: half the divisions of one at a time.
+    while rest >= 100 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        position -= 2;
+        row[position..position + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        let pair = rest as usize * 2;
+        row[position - 2..position].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        row[position - 1] = b'0' + rest as u8;
+    }
+    end
+}
+
+/// How many decimal digits `number` has (at least one).
+fn decimal_digits(number: u64) -> usize {
+    number.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 fn row_of<K: AsRef<str>>(result: &WindowResult<K, Stats>, count_windows: bool) -> WindowRow<'_> {
@@ -351,6 +385,8 @@ struct SortedRows {
     pending_end_min: i64,
     /// The sort order of the rows the current flush makes final (kept to reuse its memory).
     order: Vec<(i64, u128, usize, i64, usize)>,
+    /// The same for a flush of one window (see `render_one_window`).
+    packed: Vec<u128>,
     text: Vec<u8>,
 }
 
@@ -361,6 +397,7 @@ impl SortedRows {
             pending: Vec::new(),
             pending_end_min: i64::MAX,
             order: Vec::new(),
+            packed: Vec::new(),
             text: Vec::new(),
         }
     }
@@ -382,6 +419,67 @@ impl SortedRows {
         }
         let count_windows = self.sink.count_windows;
         let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
+        let rendered = match self.render_one_window(end_limit) {
+            Some(rendered) => rendered,
+            None => self.render_sorted(end_limit),
+        };
+        if rendered == 0 {
+            return false;
+        }
+        self.sink.rows.fetch_add(rendered as u64, std::sync::atomic::Ordering::Relaxed);
+        if rendered == self.pending.len() {
+            self.pending.clear();
+        } else {
+            self.pending.retain(|result| !is_final(row_bounds(result, count_windows).1));
+        }
+        self.pending_end_min =
+            self.pending.iter().map(|result| row_bounds(result, count_windows).1).min().unwrap_or(i64::MAX);
+        true
+    }
+
+    /// The common flush, faster: when every final row belongs to one window and every key of them
+    /// is at most 11 bytes, the order is `(key, arrival)` and each row's place fits one `u128` —
+    /// key bytes (zero-padded, so with the length after them they order as the keys do), length,
+    /// arrival index — which sorts as a plain number. Renders into `self.text` and returns how
+    /// many rows, or `None` (nothing rendered) when the rows are not of that kind.
+    fn render_one_window(&mut self, end_limit: Option<i64>) -> Option<usize> {
+        const KEY_MAX: usize = 11;
+        let count_windows = self.sink.count_windows;
+        let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
+        if self.pending.len() > u32::MAX as usize {
+            return None;
+        }
+        self.packed.clear();
+        let mut window = None;
+        for (index, result) in self.pending.iter().enumerate() {
+            let bounds = row_bounds(result, count_windows);
+            if !is_final(bounds.1) {
+                continue;
+            }
+            let key = result.key.as_bytes();
+            if key.len() > KEY_MAX || *window.get_or_insert(bounds) != bounds {
+                return None;
+            }
+            let mut place = [0u8; 16];
+            place[..key.len()].copy_from_slice(key);
+            place[KEY_MAX] = key.len() as u8;
+            place[12..].copy_from_slice(&(index as u32).to_be_bytes());
+            self.packed.push(u128::from_be_bytes(place));
+        }
+        let Some((start, end)) = window else { return Some(0) };
+        self.packed.sort_unstable();
+        for place in &self.packed {
+            // The low 32 bits are the arrival index.
+            let result = &self.pending[*place as u32 as usize];
+            render_row_bytes(&mut self.text, result.key.as_bytes(), start, end, result.value, &self.sink.aggregates);
+        }
+        Some(self.packed.len())
+    }
+
+    /// Sorts and renders the final rows in general; returns how many.
+    fn render_sorted(&mut self, end_limit: Option<i64>) -> usize {
+        let count_windows = self.sink.count_windows;
+        let is_final = |end: i64| end_limit.is_none_or(|limit| end < limit);
         // Sort positions, not rows: `(end, key prefix, key length, start, arrival)`. The arrival
         // index keeps the firings of one window in firing order; the prefix (the first 16 key
         // bytes, big-endian, zero-padded) orders keys as their bytes do when no key is longer.
@@ -398,9 +496,6 @@ impl SortedRows {
                 self.order.push((end, u128::from_be_bytes(prefix), key.len(), start, index));
             }
         }
-        if self.order.is_empty() {
-            return false;
-        }
         if short_keys {
             self.order.sort_unstable();
         } else {
@@ -413,11 +508,7 @@ impl SortedRows {
             let result = &self.pending[index];
             render_row_bytes(&mut self.text, result.key.as_bytes(), start, end, result.value, &self.sink.aggregates);
         }
-        self.sink.rows.fetch_add(self.order.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.pending.retain(|result| !is_final(row_bounds(result, count_windows).1));
-        self.pending_end_min =
-            self.pending.iter().map(|result| row_bounds(result, count_windows).1).min().unwrap_or(i64::MAX);
-        true
+        self.order.len()
     }
 
     /// The limit below which rows are final at `watermark_ms`, if any rows can be.
@@ -744,4 +835,36 @@ pub fn run_window(job: &WindowJob, config: &JobConfig) -> Result<WindowOutcome> 
     }
     let late_numbers = outputs.late.records().iter().map(|record| record.value.line).collect();
     Ok(WindowOutcome { results, late_lines: late_lines(&job.input, late_numbers)?, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte renderer of the file writer writes what `Display` does, for every size of number.
+    #[test]
+    fn rows_render_as_display_writes_them() {
+        let mut numbers = vec![0, 1, -1, 9, 10, 99, 100, -100, 12_345, i64::MAX, i64::MIN, i64::MIN + 1];
+        let mut power = 1i64;
+        while let Some(next) = power.checked_mul(10) {
+            numbers.extend([power - 1, power, power + 1, -power, -(power - 1), next / 3]);
+            power = next;
+        }
+        let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::Sum];
+        let long_key = "k".repeat(40);
+        for (index, &number) in numbers.iter().enumerate() {
+            let other = numbers[(index * 7 + 3) % numbers.len()];
+            let stats = Stats { count: number, sum: other, min: i64::MIN, max: i64::MAX, first_ms: 0, last_ms: 0 };
+            for key in ["k1", long_key.as_str(), ""] {
+                for aggregates in [&aggregates[..], &aggregates[..1], &[]] {
+                    let row = WindowRow { key, start: other, end: number, stats };
+                    let mut expected = String::new();
+                    render_row(&mut expected, &row, aggregates);
+                    let mut bytes = Vec::new();
+                    render_row_bytes(&mut bytes, key.as_bytes(), other, number, stats, aggregates);
+                    assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The timely side of keyed operators: one generic operator that runs any [`KeyedEngine`].
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
@@ -54,11 +55,45 @@ pub trait KeyedEngine<K, D>: 'static {
     fn next_processing_timer(&self) -> Option<i64>;
     /// The operator's watermark.
     fn watermark_ms(&self) -> i64;
+    /// A hint, never needed for correctness: an element of `key` arrives [`LOOKAHEAD_FAR`]
+    /// elements from now. An engine whose per-key state is scattered over memory can start
+    /// loading what finds it (an index); the token it returns comes back to `prefetch_near`.
+    /// Default: nothing.
+    fn prefetch_far(&self, _key: &K) -> u64 {
+        0
+    }
+    /// The second hint for the same key, [`LOOKAHEAD_NEAR`] elements ahead: the index is in cache
+    /// by now, so the engine can start loading the key's state itself. Default: nothing.
+    fn prefetch_near(&self, _token: u64) {}
     /// Snapshots the operator's state (by key group, see [`crate::state`]) for a checkpoint.
     fn snapshot(&self, max_parallelism: u32) -> Vec<u8>;
     /// Restores the key groups in `key_groups` from the snapshots of every old instance
     /// (restoring on another parallelism works); on error the operator is unchanged.
     fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: Range<u32>) -> Result<(), SnapshotError>;
+}
+
+/// How many elements ahead a keyed operator announces a key first ([`KeyedEngine::prefetch_far`]).
+pub const LOOKAHEAD_FAR: usize = 8;
+/// How many elements ahead it announces the key again ([`KeyedEngine::prefetch_near`]).
+pub const LOOKAHEAD_NEAR: usize = 3;
+
+/// Asks the CPU to bring the cache lines of `value` (its first 256 bytes at most) closer, without
+/// waiting for them: a hint for [`KeyedEngine::prefetch`].
+pub fn prefetch_memory<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..std::mem::size_of::<T>().clamp(1, 256)).step_by(64) {
+            // SAFETY: `_mm_prefetch` is only a hint: it reads nothing into the program, cannot
+            // fault (not even on a bad address; these are inside a live reference), and needs SSE,
+            // which every x86_64 CPU has. `wrapping_add` keeps the address arithmetic safe.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(offset));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 /// What a keyed operator produces: its results and the elements it found too late.
@@ -175,7 +210,13 @@ where
                 if !results.is_empty() {
                     OperatorMetrics::add(&metrics.records_out, results.len());
                     let capability = aligner.emitting(&results_capabilities);
-                    results_output.activate().session(capability).give_iterator(results.drain(..));
+                    let sent = results.len();
+                    // One message, not a copy of each result into timely's buffers. Timely takes
+                    // the vector and may leave anything in it: the next results get a new one of
+                    // the same size.
+                    results_output.activate().session(capability).give_container(&mut results);
+                    results.clear();
+                    results.reserve(sent);
                 }
                 if !late.is_empty() {
                     OperatorMetrics::add(&metrics.records_late, late.len());
@@ -200,11 +241,25 @@ where
             let frontier = frontier.borrow();
             let now_ms = context.clock.now_ms();
             let apply = |core: &mut E, data: &mut Vec<Record<D>>, emit: &mut Emit<'_, D, E::Output>| {
-                for record in data.drain(..) {
+                // The next `LOOKAHEAD_FAR` records' keys are announced to the core ahead of their
+                // records (see `KeyedEngine::prefetch_far`); their tokens wait here.
+                let mut tokens: VecDeque<u64> = VecDeque::with_capacity(LOOKAHEAD_FAR + 1);
+                let mut records = data.drain(..);
+                for ahead in records.as_slice().iter().take(LOOKAHEAD_FAR) {
+                    tokens.push_back(core.prefetch_far(&key(&ahead.value)));
+                }
+                while let Some(record) = records.next() {
+                    if let Some(ahead) = records.as_slice().get(LOOKAHEAD_FAR - 1) {
+                        tokens.push_back(core.prefetch_far(&key(&ahead.value)));
+                    }
+                    if let Some(token) = tokens.get(LOOKAHEAD_NEAR) {
+                        core.prefetch_near(*token);
+                    }
+                    tokens.pop_front();
+                    let key = key(&record.value);
                     if context.failure.is_failed() {
                         continue;
                     }
-                    let key = key(&record.value);
                     if let Err(error) = core.on_element(key, record, now_ms, emit) {
                         context.failure.fail(error);
                     }

@@ -82,11 +82,8 @@ impl Hasher for LookupHasher {
         for word in &mut words {
             self.add(u64::from_le_bytes(word.try_into().expect("eight bytes")));
         }
-        let tail = words.remainder();
-        let mut last = [0u8; 8];
-        last[..tail.len()].copy_from_slice(tail);
         // The length keeps "a" and "a\0" apart.
-        self.add(u64::from_le_bytes(last) ^ ((bytes.len() as u64) << 56));
+        self.add(tail_word(words.remainder()) ^ ((bytes.len() as u64) << 56));
     }
 
     fn write_u8(&mut self, n: u8) {
@@ -103,6 +100,24 @@ impl Hasher for LookupHasher {
 
     fn write_usize(&mut self, n: usize) {
         self.add(n as u64);
+    }
+}
+
+/// The bytes of `tail` (fewer than eight) as a little-endian word, zero-padded. Read with a few
+/// fixed-size loads (overlapping where the length needs) rather than copied into a padded array:
+/// reading back the array from a variable-length copy stalls the CPU on every key hashed.
+fn tail_word(tail: &[u8]) -> u64 {
+    let n = tail.len();
+    debug_assert!(n < 8);
+    if n >= 4 {
+        let low = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("four bytes")));
+        let high = u64::from(u32::from_le_bytes(tail[n - 4..].try_into().expect("four bytes")));
+        low | (high << ((n - 4) * 8))
+    } else if n > 0 {
+        let (first, middle, last) = (u64::from(tail[0]), u64::from(tail[n / 2]), u64::from(tail[n - 1]));
+        first | (middle << (n / 2 * 8)) | (last << ((n - 1) * 8))
+    } else {
+        0
     }
 }
 
@@ -143,7 +158,18 @@ pub fn worker_for_key<K: Hash + ?Sized>(key: &K, max_parallelism: u32, paralleli
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
+
+    #[test]
+    fn tail_words_are_the_padded_little_endian_bytes() {
+        let bytes: Vec<u8> = (1..=7).collect();
+        for n in 0..8 {
+            let mut padded = [0u8; 8];
+            padded[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(tail_word(&bytes[..n]), u64::from_le_bytes(padded), "{n} bytes");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -115,6 +115,8 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
             watermark_ms = restored.watermark_ms;
         }
         let mut batch: Vec<(i64, D)> = Vec::with_capacity(context.source_batch_max);
+        // The batch's records, stamped with their watermarks.
+        let mut stamped: Vec<Record<D>> = Vec::with_capacity(context.source_batch_max);
         // The capability times of the batches still on their way to the sinks, oldest first.
         let mut in_flight: VecDeque<Time> = VecDeque::new();
         let mut last_record_at_ms = context.clock.now_ms();
@@ -205,10 +207,9 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                 if context.in_flight_batches_max.is_some() && in_flight.back() != Some(held.time()) {
                     in_flight.push_back(*held.time());
                 }
-                let mut session = output.session(&*held);
                 let mut regressed = None;
                 for (time_ms, value) in batch.drain(..) {
-                    session.give(Record { time_ms, watermark_ms, value });
+                    stamped.push(Record { time_ms, watermark_ms, value });
                     generator.on_event(time_ms);
                     let next_ms = generator.current_watermark();
                     if next_ms < watermark_ms {
@@ -217,7 +218,11 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                     }
                     watermark_ms = next_ms;
                 }
-                drop(session);
+                // The batch goes as one message: handing timely record by record copied each
+                // into its own buffers. Timely takes the vector and may leave anything in it.
+                output.session(&*held).give_container(&mut stamped);
+                stamped.clear();
+                stamped.reserve(context.source_batch_max);
                 if let Some((time_ms, next_ms)) = regressed {
                     // A generator that breaks its contract is a bug to report, not a reason to hang
                     // the other workers with a panic.

@@ -15,12 +15,13 @@
 //! window. Slices are kept until the last window containing them is past its cleanup time, which
 //! is also why a window can never be recomputed from slices after it was cleaned up.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::assigner::window_start_with_offset;
 use super::function::AggregateFunction;
@@ -48,9 +49,17 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 type KeyId = u32;
 
-struct KeyState<A> {
+/// Slices a key keeps without a heap allocation: a tumbling window's key rarely has more than its
+/// open window and the next one.
+const INLINE_SLICES: usize = 2;
+
+/// Everything the operator knows of one key, in one place: a record's lookup compares the key and
+/// then updates the slices next to it, and a firing reads both, so each touches one spot of memory
+/// (with thousands of keys, a separate key table and slice buffer per key were a cache miss each).
+struct KeyState<K, A> {
+    key: K,
     /// Non-empty slices, by start, ascending.
-    slices: VecDeque<(i64, A)>,
+    slices: SmallVec<[(i64, A); INLINE_SLICES]>,
     /// Windows starting before this have fired (in order); the next to fire starts at or after it.
     next_start: i64,
     /// When the key is due in the queue, if it is: the queue entries at other times are stale.
@@ -66,9 +75,8 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     /// `size == slide`: an element is in one window, whose start is its slice's.
     tumbling: bool,
     function: Arc<A>,
-    key_ids: HashMap<K, KeyId, BuildHasherDefault<LookupHasher>>,
-    key_values: Vec<K>,
-    keys: Vec<KeyState<A::Accumulator>>,
+    key_ids: KeyIndex,
+    keys: Vec<KeyState<K, A::Accumulator>>,
     /// Keys left with nothing (no slice, nothing pending) while the last due time fired, and
     /// those of the time before: a key still empty one due time later is released and its id
     /// reused, so a stream whose keys come and go keeps only the live ones, while a key that
@@ -109,8 +117,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             per_record_watermarks,
             tumbling: spec.size_ms == spec.slide_ms,
             function,
-            key_ids: HashMap::default(),
-            key_values: Vec::new(),
+            key_ids: KeyIndex::default(),
             keys: Vec::new(),
             emptied: Vec::new(),
             emptied_before: Vec::new(),
@@ -142,7 +149,9 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     fn intern(&mut self, key: K) -> KeyId {
-        if let Some(&id) = self.key_ids.get(&key) {
+        let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(&key);
+        let keys = &self.keys;
+        if let Some(id) = self.key_ids.find(hash, |id| keys[id as usize].key == key) {
             return id;
         }
         let id = match self.free_ids.pop() {
@@ -151,18 +160,17 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 // its allocation for the next key.
                 let state = &mut self.keys[id as usize];
                 debug_assert!(state.slices.is_empty() && state.queued.is_none(), "a released key is empty");
+                state.key = key;
                 state.next_start = i64::MIN;
-                self.key_values[id as usize] = key.clone();
                 id
             }
             None => {
-                let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
-                self.key_values.push(key.clone());
-                self.keys.push(KeyState { slices: VecDeque::new(), next_start: i64::MIN, queued: None });
+                let id = KeyId::try_from(self.keys.len()).expect("at most 2^32 - 1 keys per worker");
+                self.keys.push(KeyState { key, slices: SmallVec::new(), next_start: i64::MIN, queued: None });
                 id
             }
         };
-        self.key_ids.insert(key, id);
+        self.key_ids.insert(hash, id);
         id
     }
 
@@ -178,9 +186,9 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     /// id may be listed twice), and ages the list of the last one.
     fn release_emptied(&mut self) {
         for key in std::mem::take(&mut self.emptied_before) {
-            let owner = &self.key_values[key as usize];
-            if self.key_ids.get(owner) == Some(&key) && self.is_key_empty(key) {
-                self.key_ids.remove(owner);
+            let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(&self.keys[key as usize].key);
+            if self.key_ids.find(hash, |id| id == key).is_some() && self.is_key_empty(key) {
+                self.key_ids.remove(hash, key);
                 self.free_ids.push(key);
             }
         }
@@ -255,7 +263,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         let state = &self.keys[key as usize];
         let window_due = self.next_window_with_data(key, state.next_start).map(|s| self.window_at(s).max_timestamp());
         let drop_due =
-            state.slices.front().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))));
+            state.slices.first().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))));
         match (window_due, drop_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -292,7 +300,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             time_ms: window.max_timestamp(),
             watermark_ms: stamp_ms,
             value: WindowResult {
-                key: self.key_values[key as usize].clone(),
+                key: self.keys[key as usize].key.clone(),
                 window,
                 value: self.function.result(&accumulator),
             },
@@ -359,12 +367,15 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     fn drop_slices(&mut self, key: KeyId, watermark_ms: i64) {
-        loop {
-            let Some(&(start, _)) = self.keys[key as usize].slices.front() else { return };
-            if self.cleanup_time(&self.window_at(self.last_start_of_slice(start))) > watermark_ms {
-                return;
-            }
-            self.keys[key as usize].slices.pop_front();
+        let slices = &self.keys[key as usize].slices;
+        let expired = slices
+            .iter()
+            .take_while(|(start, _)| {
+                self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))) <= watermark_ms
+            })
+            .count();
+        if expired > 0 {
+            self.keys[key as usize].slices.drain(..expired);
         }
     }
 
@@ -433,7 +444,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         let function = &*self.function;
         let slices = &mut self.keys[key as usize].slices;
         let mut new_slice = false;
-        match slices.back_mut() {
+        match slices.last_mut() {
             // Most elements go to their key's newest slice.
             Some((newest, accumulator)) if *newest == slice_start => fold(function, accumulator),
             _ => {
@@ -443,11 +454,6 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                     _ => {
                         let mut accumulator = function.create_accumulator();
                         fold(function, &mut accumulator);
-                        if slices.capacity() == 0 {
-                            // Most keys of a tumbling window hold one slice: room for four (what
-                            // a first push reserves) would triple a key's memory.
-                            slices.reserve_exact(1);
-                        }
                         slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
                         new_slice = true;
                     }
@@ -487,6 +493,109 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 }
 
+/// Key ids by hash: an open-addressing table of 8-byte slots, probed linearly. A `HashMap<K, KeyId>`
+/// keeps a copy of every key in its entries, a table of ten thousand keys as large as the cache
+/// and a miss per record; these slots stay cached, and the one key compared is the key's own
+/// state, which the record needs next anyway.
+#[derive(Default)]
+struct KeyIndex {
+    /// `0` is empty; otherwise the high 32 bits of the key's hash, then `id + 1`. The position is
+    /// taken from the same 32 bits, so growing needs no key.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl KeyIndex {
+    fn tag(hash: u64) -> u64 {
+        hash >> 32
+    }
+
+    /// The id whose key `is_key` accepts, among those with this hash.
+    fn find(&self, hash: u64, is_key: impl Fn(KeyId) -> bool) -> Option<KeyId> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let tag = Self::tag(hash);
+        let mut at = tag as usize & mask;
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            // The low half is `id + 1`, at most `u32::MAX`.
+            let id = (slot as u32).wrapping_sub(1);
+            if slot >> 32 == tag && is_key(id) {
+                return Some(id);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Starts loading the slot where the search for `hash` begins.
+    fn prefetch(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            crate::runtime::prefetch_memory(&self.slots[Self::tag(hash) as usize & (self.slots.len() - 1)]);
+        }
+    }
+
+    /// The first id whose slot has the tag of `hash`: the key's id, if the key is in the table and
+    /// no other key before it shares its tag.
+    fn candidate(&self, hash: u64) -> Option<KeyId> {
+        self.find(hash, |_| true)
+    }
+
+    /// Adds `id` (not in the table) under `hash`.
+    fn insert(&mut self, hash: u64, id: KeyId) {
+        // At most half full, so probes stay short.
+        if (self.len + 1) * 2 > self.slots.len() {
+            let size = (self.slots.len() * 2).max(64);
+            let old = std::mem::replace(&mut self.slots, vec![0; size]);
+            for slot in old.into_iter().filter(|slot| *slot != 0) {
+                self.place(slot);
+            }
+        }
+        let id_plus_one = u64::from(id.checked_add(1).expect("at most 2^32 - 1 keys per worker"));
+        self.place((Self::tag(hash) << 32) | id_plus_one);
+        self.len += 1;
+    }
+
+    /// Removes `id`, which is in the table under `hash`. Linear probing has no tombstones: the
+    /// slots after the hole that may live in it move back (backward-shift deletion), so every
+    /// probe still ends at its first empty slot.
+    fn remove(&mut self, hash: u64, id: KeyId) {
+        let mask = self.slots.len() - 1;
+        let target = (Self::tag(hash) << 32) | (u64::from(id) + 1);
+        let mut hole = Self::tag(hash) as usize & mask;
+        while self.slots[hole] != target {
+            assert_ne!(self.slots[hole], 0, "key id {id} is not in the index");
+            hole = (hole + 1) & mask;
+        }
+        let mut next = (hole + 1) & mask;
+        while self.slots[next] != 0 {
+            let home = (self.slots[next] >> 32) as usize & mask;
+            // The slot at `next` may move to the hole if the hole lies on its probe path, from
+            // its home up to where it is.
+            if (hole.wrapping_sub(home) & mask) < (next.wrapping_sub(home) & mask) {
+                self.slots[hole] = self.slots[next];
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+    }
+
+    fn place(&mut self, slot: u64) {
+        let mask = self.slots.len() - 1;
+        let mut at = (slot >> 32) as usize & mask;
+        while self.slots[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+}
+
 /// One key's slices in a snapshot.
 #[derive(Serialize, Deserialize)]
 struct KeySlices<K, A> {
@@ -504,8 +613,8 @@ where
 {
     /// Snapshots every key's slices, grouped by key group, in key order.
     pub fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
-        let mut order: Vec<usize> = (0..self.key_values.len()).collect();
-        order.sort_by(|a, b| self.key_values[*a].cmp(&self.key_values[*b]));
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        order.sort_by(|a, b| self.keys[*a].key.cmp(&self.keys[*b].key));
         let mut groups: std::collections::BTreeMap<u32, Vec<KeySlices<&K, &A::Accumulator>>> = Default::default();
         let mut pending: Vec<Vec<(i64, i64, &A::Accumulator)>> = vec![Vec::new(); self.keys.len()];
         for ((stamp_ms, _), (key, time_ms, accumulator)) in &self.pending {
@@ -516,7 +625,7 @@ where
             if state.slices.is_empty() && pending[id].is_empty() {
                 continue;
             }
-            let key = &self.key_values[id];
+            let key = &state.key;
             let slices = state.slices.iter().map(|(start, accumulator)| (*start, accumulator)).collect();
             groups.entry(key_group(key, max_parallelism)).or_default().push(KeySlices {
                 key,
@@ -533,8 +642,7 @@ where
     pub fn restore(&mut self, snapshots: &[Vec<u8>], key_groups: std::ops::Range<u32>) -> Result<(), SnapshotError> {
         let mut restored: Vec<KeySlices<K, A::Accumulator>> = decode_key_groups(snapshots, key_groups)?;
         restored.sort_by(|a, b| a.key.cmp(&b.key));
-        self.key_ids.clear();
-        self.key_values.clear();
+        self.key_ids = KeyIndex::default();
         self.keys.clear();
         self.queue.clear();
         self.emptied.clear();
@@ -595,6 +703,21 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
     fn watermark_ms(&self) -> i64 {
         self.watermark_ms
     }
+
+    fn prefetch_far(&self, key: &K) -> u64 {
+        // With thousands of keys, the index slot and the key's state are each a cache miss that
+        // the record would otherwise wait for: load the slot now, the state (which the slot's tag
+        // points to) a few records later. A tag shared by two keys only loads the wrong state.
+        let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(key);
+        self.key_ids.prefetch(hash);
+        hash
+    }
+
+    fn prefetch_near(&self, hash: u64) {
+        if let Some(id) = self.key_ids.candidate(hash) {
+            crate::runtime::prefetch_memory(&self.keys[id as usize]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -643,6 +766,38 @@ mod tests {
         (rows, late)
     }
 
+    proptest! {
+        /// The key index finds exactly the ids inserted and not removed, whatever the order and
+        /// however many hashes collide (few distinct hashes force long probe runs).
+        #[test]
+        fn the_key_index_is_a_map(operations in proptest::collection::vec((0u64..24, any::<bool>()), 1..400)) {
+            let mut index = KeyIndex::default();
+            let mut model: std::collections::BTreeMap<u64, KeyId> = Default::default();
+            for (number, (key, insert)) in operations.into_iter().enumerate() {
+                // The tag is the hash's high half; a few distinct tags collide in the table.
+                let hash = (key % 7) << 40 | key;
+                let found = index.find(hash, |id| model.get(&key) == Some(&id));
+                prop_assert_eq!(found, model.get(&key).copied());
+                match (insert, model.get(&key).copied()) {
+                    (true, None) => {
+                        index.insert(hash, number as KeyId);
+                        model.insert(key, number as KeyId);
+                    }
+                    (false, Some(id)) => {
+                        index.remove(hash, id);
+                        model.remove(&key);
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(index.len, model.len());
+            }
+            for (key, id) in model {
+                let hash = (key % 7) << 40 | key;
+                prop_assert_eq!(index.find(hash, |candidate| candidate == id), Some(id));
+            }
+        }
+    }
+
     #[test]
     fn keys_that_come_and_go_release_their_ids() {
         // A new key every 10 ms for 10 000 ms of windows of 100 ms: a few keys are live at once,
@@ -656,8 +811,8 @@ mod tests {
         }
         core.advance_watermark(i64::MAX, &mut emit);
         assert_eq!(results.len(), 2_000, "each key's element is in two windows");
-        assert!(core.key_values.len() < 40, "{} key ids for ~11 live keys", core.key_values.len());
-        assert!(core.is_empty() && core.key_ids.len() < 40);
+        assert!(core.keys.len() < 40, "{} key ids for ~11 live keys", core.keys.len());
+        assert!(core.is_empty() && core.key_ids.len < 40);
     }
 
     /// `(key, time, stamp)` with non-decreasing stamps, as one source produces them.
