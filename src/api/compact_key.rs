@@ -57,6 +57,15 @@ impl CompactKey {
         }
     }
 
+    /// The key's bytes followed by zeros, when the key is inline (at most
+    /// [`INLINE_MAX`](Self::INLINE_MAX) bytes): fixed-size reads of a short key, with no copy.
+    pub fn inline_bytes(&self) -> Option<&[u8; Self::INLINE_MAX]> {
+        match &self.0 {
+            Repr::Inline { bytes, .. } => Some(bytes),
+            Repr::Heap(_) => None,
+        }
+    }
+
     /// The key's text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
@@ -219,5 +228,9 @@ mod tests {
         assert!(matches!(CompactKey::new(&"x".repeat(23)).0, Repr::Heap(_)));
         assert_eq!(std::mem::size_of::<CompactKey>(), 24);
         assert_eq!(CompactKey::new("user-1").to_string(), "user-1");
+        let padded = CompactKey::new("k7").inline_bytes().copied();
+        assert_eq!(padded.map(|bytes| bytes[..3].to_vec()), Some(b"k7\0".to_vec()));
+        assert!(padded.is_some_and(|bytes| bytes[2..].iter().all(|byte| *byte == 0)));
+        assert_eq!(CompactKey::new(&"x".repeat(23)).inline_bytes(), None);
     }
 }

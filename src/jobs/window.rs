@@ -456,15 +456,17 @@ impl SortedRows {
             if !is_final(bounds.1) {
                 continue;
             }
-            let key = result.key.as_bytes();
-            if key.len() > KEY_MAX || *window.get_or_insert(bounds) != bounds {
+            let length = result.key.len();
+            let bytes = result.key.inline_bytes().filter(|_| length <= KEY_MAX)?;
+            if *window.get_or_insert(bounds) != bounds {
                 return None;
             }
-            let mut place = [0u8; 16];
-            place[..key.len()].copy_from_slice(key);
-            place[KEY_MAX] = key.len() as u8;
-            place[12..].copy_from_slice(&(index as u32).to_be_bytes());
-            self.packed.push(u128::from_be_bytes(place));
+            // The place's 16 bytes, big-endian: key bytes 0..8, 8..11 and the length, the index.
+            // Built from fixed-size reads of the zero-padded key: copying `length` bytes into an
+            // array and reading it back as a number stalled the CPU on every row.
+            let high = u64::from_be_bytes(bytes[..8].try_into().expect("eight bytes"));
+            let low = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], length as u8]);
+            self.packed.push((u128::from(high) << 64) | (u128::from(low) << 32) | u128::from(index as u32));
         }
         let Some((start, end)) = window else { return Some(0) };
         self.packed.sort_unstable();

@@ -89,6 +89,8 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     /// window ends, so thousands share a time and one entry; an entry whose time is not the key's
     /// `queued` any more is stale and skipped.
     queue: BTreeMap<i64, Vec<KeyId>>,
+    /// Scratch space of `sort_ids`, all zero between calls.
+    id_bits: Vec<u64>,
     /// The earliest time in `queue` (`i64::MAX` if none): a watermark below it fires nothing.
     next_due: i64,
     watermark_ms: i64,
@@ -123,6 +125,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             emptied_before: Vec::new(),
             free_ids: Vec::new(),
             queue: BTreeMap::new(),
+            id_bits: Vec::new(),
             next_due: i64::MAX,
             watermark_ms: WATERMARK_MIN,
             open_start: i64::MIN,
@@ -331,8 +334,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             let Some((due, mut keys)) = self.queue.pop_first() else { break };
             self.release_emptied();
             // Key order within a time, as an ordered set of `(time, key)` would give.
-            keys.sort_unstable();
-            keys.dedup();
+            sort_ids(&mut keys, self.keys.len(), &mut self.id_bits);
             for key in keys {
                 if self.keys[key as usize].queued != Some(due) {
                     continue;
@@ -490,6 +492,29 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
         self.last_start(watermark_ms.saturating_add(1).saturating_sub(self.spec.size_ms))
             .saturating_add(self.spec.slide_ms)
+    }
+}
+
+/// Sorts `ids` (each below `id_count`) and drops repeats. Thousands of keys are due at one window
+/// end, often most of the keys: then marking them in a bitmap (`bits`, left all zero) and reading
+/// it in order is linear, where a sort is not.
+fn sort_ids(ids: &mut Vec<KeyId>, id_count: usize, bits: &mut Vec<u64>) {
+    if ids.len() < 64 || ids.len() * 16 < id_count {
+        ids.sort_unstable();
+        ids.dedup();
+        return;
+    }
+    bits.resize(id_count.div_ceil(64), 0);
+    for &id in ids.iter() {
+        bits[id as usize / 64] |= 1 << (id % 64);
+    }
+    ids.clear();
+    for (index, word) in bits.iter_mut().enumerate() {
+        let mut rest = std::mem::take(word);
+        while rest != 0 {
+            ids.push((index * 64) as KeyId + rest.trailing_zeros());
+            rest &= rest - 1;
+        }
     }
 }
 
@@ -952,6 +977,20 @@ mod tests {
                 parallelism,
             );
             prop_assert_eq!(restored, expected);
+        }
+    }
+
+    proptest! {
+        /// `sort_ids` sorts and drops repeats, sparse or dense, and leaves its bitmap all zero.
+        #[test]
+        fn key_ids_sort_as_a_sort_and_dedup_would(ids in prop::collection::vec(0u32..300, 0..700)) {
+            let mut expected = ids.clone();
+            expected.sort_unstable();
+            expected.dedup();
+            let (mut sorted, mut bits) = (ids, Vec::new());
+            sort_ids(&mut sorted, 300, &mut bits);
+            prop_assert_eq!(sorted, expected);
+            prop_assert!(bits.iter().all(|word| *word == 0));
         }
     }
 
