@@ -78,7 +78,7 @@ pub const LOOKAHEAD_FAR: usize = 8;
 pub const LOOKAHEAD_NEAR: usize = 3;
 
 /// Asks the CPU to bring the cache lines of `value` (its first 256 bytes at most) closer, without
-/// waiting for them: a hint for [`KeyedEngine::prefetch`].
+/// waiting for them: what an engine's [`KeyedEngine::prefetch_near`] may do.
 pub fn prefetch_memory<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
