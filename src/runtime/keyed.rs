@@ -47,6 +47,19 @@ pub trait KeyedEngine<K, D>: 'static {
         now_ms: i64,
         emit: &mut Emit<'_, D, Self::Output>,
     ) -> Result<()>;
+    /// [`on_element`](Self::on_element) for a key announced with [`prefetch_far`](Self::prefetch_far),
+    /// with the token that returned: an engine whose token is work it would otherwise do again
+    /// (the key's hash) takes it from here. Default: `on_element`.
+    fn on_element_announced(
+        &mut self,
+        key: K,
+        _token: u64,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut Emit<'_, D, Self::Output>,
+    ) -> Result<()> {
+        self.on_element(key, record, now_ms, emit)
+    }
     /// Advances the watermark (a lower one is ignored).
     fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut Emit<'_, D, Self::Output>);
     /// Fires processing-time timers due before `now_ms`.
@@ -242,25 +255,30 @@ where
             let now_ms = context.clock.now_ms();
             let apply = |core: &mut E, data: &mut Vec<Record<D>>, emit: &mut Emit<'_, D, E::Output>| {
                 // The next `LOOKAHEAD_FAR` records' keys are announced to the core ahead of their
-                // records (see `KeyedEngine::prefetch_far`); their tokens wait here.
-                let mut tokens: VecDeque<u64> = VecDeque::with_capacity(LOOKAHEAD_FAR + 1);
+                // records (see `KeyedEngine::prefetch_far`); the keys and their tokens wait here,
+                // so that each key is computed once.
+                let mut announced: VecDeque<(K, u64)> = VecDeque::with_capacity(LOOKAHEAD_FAR + 1);
+                let announce = |announced: &mut VecDeque<(K, u64)>, core: &E, value: &D| {
+                    let key = key(value);
+                    let token = core.prefetch_far(&key);
+                    announced.push_back((key, token));
+                };
                 let mut records = data.drain(..);
                 for ahead in records.as_slice().iter().take(LOOKAHEAD_FAR) {
-                    tokens.push_back(core.prefetch_far(&key(&ahead.value)));
+                    announce(&mut announced, core, &ahead.value);
                 }
                 while let Some(record) = records.next() {
                     if let Some(ahead) = records.as_slice().get(LOOKAHEAD_FAR - 1) {
-                        tokens.push_back(core.prefetch_far(&key(&ahead.value)));
+                        announce(&mut announced, core, &ahead.value);
                     }
-                    if let Some(token) = tokens.get(LOOKAHEAD_NEAR) {
+                    if let Some((_, token)) = announced.get(LOOKAHEAD_NEAR) {
                         core.prefetch_near(*token);
                     }
-                    tokens.pop_front();
-                    let key = key(&record.value);
+                    let (key, token) = announced.pop_front().expect("every record is announced before its turn");
                     if context.failure.is_failed() {
                         continue;
                     }
-                    if let Err(error) = core.on_element(key, record, now_ms, emit) {
+                    if let Err(error) = core.on_element_announced(key, token, record, now_ms, emit) {
                         context.failure.fail(error);
                     }
                 }

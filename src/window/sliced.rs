@@ -14,8 +14,14 @@
 //! `max_timestamp + allowed_lateness <= watermark`, and goes to the late output when that is every
 //! window. Slices are kept until the last window containing them is past its cleanup time, which
 //! is also why a window can never be recomputed from slices after it was cleaned up.
+//!
+//! Two layouts serve the two halves of the work. An element needs its key's slices: each key keeps
+//! its accumulators next to the key itself, so a record touches one spot of memory. Firing goes by
+//! time: each slice lists the keys that have an accumulator in it, and the watermark walks the
+//! windows in order of end, each window the lists of its slices, and drops a slice by walking its
+//! list. No key needs a timer of its own, and firing and dropping read the lists front to back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash};
 use std::sync::Arc;
 
@@ -60,10 +66,10 @@ struct KeyState<K, A> {
     key: K,
     /// Non-empty slices, by start, ascending.
     slices: SmallVec<[(i64, A); INLINE_SLICES]>,
-    /// Windows starting before this have fired (in order); the next to fire starts at or after it.
+    /// Windows starting before this have fired for this key (in order, or as late firings): a
+    /// window whose slices all list the key fires for it once, and after a restore (the watermark
+    /// starts again from the minimum) windows fired before the snapshot do not fire again.
     next_start: i64,
-    /// When the key is due in the queue, if it is: the queue entries at other times are stale.
-    queued: Option<i64>,
 }
 
 /// One worker's sliced window operator.
@@ -85,13 +91,16 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     emptied_before: Vec<KeyId>,
     /// Ids of released keys.
     free_ids: Vec<KeyId>,
-    /// time → keys: when a key next has a window to fire or slices to drop. Keys are due at
-    /// window ends, so thousands share a time and one entry; an entry whose time is not the key's
-    /// `queued` any more is stale and skipped.
-    queue: BTreeMap<i64, Vec<KeyId>>,
-    /// Scratch space of `sort_ids`, all zero between calls.
-    id_bits: Vec<u64>,
-    /// The earliest time in `queue` (`i64::MAX` if none): a watermark below it fires nothing.
+    /// `(slice start, the keys with an accumulator in that slice, in the order they got it)`, by
+    /// start. A window fires by walking the lists of its slices, and a slice is dropped by walking
+    /// its list: time-ordered work reads memory in order and needs no per-key timer. A deque, not
+    /// a map: a new slice nearly always comes last and the oldest goes first.
+    slice_keys: VecDeque<(i64, Vec<KeyId>)>,
+    /// Windows starting before this have been fired in order (every window before it ends at or
+    /// before the watermark); the next in-order firing starts at or after it.
+    cursor: i64,
+    /// When the watermark next has something to do: the end of the next window to fire, or the
+    /// time the oldest slice is dropped (`i64::MAX` if neither). A watermark below it does nothing.
     next_due: i64,
     watermark_ms: i64,
     /// `first_open_start(watermark_ms)`, kept with the watermark: every element needs it.
@@ -124,8 +133,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             emptied: Vec::new(),
             emptied_before: Vec::new(),
             free_ids: Vec::new(),
-            queue: BTreeMap::new(),
-            id_bits: Vec::new(),
+            slice_keys: VecDeque::new(),
+            cursor: i64::MIN,
             next_due: i64::MAX,
             watermark_ms: WATERMARK_MIN,
             open_start: i64::MIN,
@@ -151,25 +160,24 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.pending.is_empty() && self.keys.iter().all(|state| state.slices.is_empty())
     }
 
-    fn intern(&mut self, key: K) -> KeyId {
-        let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(&key);
+    /// The id of `key`, whose hash is `hash`, made if new.
+    fn intern(&mut self, key: K, hash: u64) -> KeyId {
         let keys = &self.keys;
         if let Some(id) = self.key_ids.find(hash, |id| keys[id as usize].key == key) {
             return id;
         }
         let id = match self.free_ids.pop() {
             Some(id) => {
-                // A released key left no slice and no place in the queue; its slice list keeps
-                // its allocation for the next key.
+                // A released key left no slice; its slice list keeps its allocation for the next key.
                 let state = &mut self.keys[id as usize];
-                debug_assert!(state.slices.is_empty() && state.queued.is_none(), "a released key is empty");
+                debug_assert!(state.slices.is_empty(), "a released key is empty");
                 state.key = key;
                 state.next_start = i64::MIN;
                 id
             }
             None => {
                 let id = KeyId::try_from(self.keys.len()).expect("at most 2^32 - 1 keys per worker");
-                self.keys.push(KeyState { key, slices: SmallVec::new(), next_start: i64::MIN, queued: None });
+                self.keys.push(KeyState { key, slices: SmallVec::new(), next_start: i64::MIN });
                 id
             }
         };
@@ -177,11 +185,10 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         id
     }
 
-    /// Whether `key` has nothing: no slice, no place in the queue, no pending element.
+    /// Whether `key` has nothing: no slice, no pending element.
     fn is_key_empty(&self, key: KeyId) -> bool {
         let state = &self.keys[key as usize];
         state.slices.is_empty()
-            && state.queued.is_none()
             && (self.pending.is_empty() || self.pending.values().all(|(pending_key, ..)| *pending_key != key))
     }
 
@@ -189,7 +196,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     /// id may be listed twice), and ages the list of the last one.
     fn release_emptied(&mut self) {
         for key in std::mem::take(&mut self.emptied_before) {
-            let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(&self.keys[key as usize].key);
+            let hash = Self::hash(&self.keys[key as usize].key);
             if self.key_ids.find(hash, |id| id == key).is_some() && self.is_key_empty(key) {
                 self.key_ids.remove(hash, key);
                 self.free_ids.push(key);
@@ -224,66 +231,44 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         last - steps * self.spec.slide_ms
     }
 
-    /// The earliest window start at or after `start` (aligned to the slide) whose window holds a
-    /// slice of `key`.
-    fn next_window_with_data(&self, key: KeyId, start: i64) -> Option<i64> {
-        let state = &self.keys[key as usize];
-        if self.slice_ms == self.spec.slide_ms {
-            // Slices are the slide apart and start where windows do (`start` is such a start, or
-            // an end of time): the first window of the first slice at or after `start`, no earlier
-            // than `start`. Tumbling: that slice's own window.
-            let slice = state.slices.iter().find(|(slice_start, _)| *slice_start >= start)?.0;
-            return Some(slice.saturating_sub(self.spec.size_ms - self.spec.slide_ms).max(start));
-        } // The earliest aligned window start at or after `start`.
-        let aligned = match start {
-            i64::MIN => i64::MIN,
-            _ if self.last_start(start) == start => start,
-            _ => self.last_start(start) + self.spec.slide_ms,
-        };
-        let slice = state.slices.iter().find(|(slice_start, _)| *slice_start >= aligned)?.0;
-        let first = self.first_start(slice).max(aligned);
-        // With `size < slide` a slice may lie between windows: then the next window may not hold it.
-        if slice >= first + self.spec.size_ms {
-            let later = self.last_start(slice) + self.spec.slide_ms;
-            return self.next_window_with_data_from(key, later, slice);
-        }
-        Some(first)
-    }
-
-    fn next_window_with_data_from(&self, key: KeyId, aligned: i64, after_slice: i64) -> Option<i64> {
-        let state = &self.keys[key as usize];
-        let slice =
-            state.slices.iter().find(|(slice_start, _)| *slice_start > after_slice && *slice_start >= aligned)?.0;
-        let first = self.first_start(slice).max(aligned);
-        if slice >= first + self.spec.size_ms {
-            return self.next_window_with_data_from(key, self.last_start(slice) + self.spec.slide_ms, slice);
-        }
-        Some(first)
-    }
-
-    /// When `key` next needs attention: its next window's end, or its oldest slice's drop time.
-    fn due_time(&self, key: KeyId) -> Option<i64> {
-        let state = &self.keys[key as usize];
-        let window_due = self.next_window_with_data(key, state.next_start).map(|s| self.window_at(s).max_timestamp());
-        let drop_due =
-            state.slices.first().map(|(start, _)| self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))));
-        match (window_due, drop_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// Adds `key` to the list of the slice starting at `slice`, which it has just entered.
+    fn list_in_slice(&mut self, key: KeyId, slice: i64) {
+        // Searched from the newest: elements are nearly in order.
+        let before = self.slice_keys.iter().rposition(|(start, _)| *start <= slice);
+        match before {
+            Some(at) if self.slice_keys[at].0 == slice => self.slice_keys[at].1.push(key),
+            _ => {
+                self.slice_keys.insert(before.map_or(0, |at| at + 1), (slice, vec![key]));
+                self.refresh_due();
+            }
         }
     }
 
-    fn requeue(&mut self, key: KeyId) {
-        let due = self.due_time(key);
-        let state = &mut self.keys[key as usize];
-        if state.queued == due {
-            return;
+    /// The earliest window starting at or after `cursor` (a window start, or `i64::MIN`) that
+    /// holds a slice.
+    fn next_window_from(&self, cursor: i64) -> Option<i64> {
+        // A window starting at or after `cursor` holds no slice before it.
+        let from = self.slice_keys.partition_point(|(slice, _)| *slice < cursor);
+        for &slice in self.slice_keys.range(from..).map(|(slice, _)| slice) {
+            let first = self.first_start(slice).max(cursor);
+            // With `size < slide` a slice may lie between windows: then no later window holds it.
+            if slice < first.saturating_add(self.spec.size_ms) {
+                return Some(first);
+            }
         }
-        state.queued = due;
-        if let Some(due) = due {
-            self.queue.entry(due).or_default().push(key);
-            self.next_due = self.next_due.min(due);
-        }
+        None
+    }
+
+    /// When the oldest slice starting at `slice` is dropped: its last window's cleanup time.
+    fn drop_time(&self, slice: i64) -> i64 {
+        self.cleanup_time(&self.window_at(self.last_start_of_slice(slice)))
+    }
+
+    /// Recomputes `next_due` from the slices.
+    fn refresh_due(&mut self) {
+        let window_due = self.next_window_from(self.cursor).map(|start| self.window_at(start).max_timestamp());
+        let drop_due = self.slice_keys.front().map(|(slice, _)| self.drop_time(*slice));
+        self.next_due = window_due.unwrap_or(i64::MAX).min(drop_due.unwrap_or(i64::MAX));
     }
 
     fn emit_window(&mut self, key: KeyId, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
@@ -330,33 +315,37 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             return;
         }
         let previous = self.watermark_ms;
-        while self.next_due <= watermark_ms {
-            let Some((due, mut keys)) = self.queue.pop_first() else { break };
-            self.release_emptied();
-            // Key order within a time, as an ordered set of `(time, key)` would give.
-            sort_ids(&mut keys, self.keys.len(), &mut self.id_bits);
-            for key in keys {
-                if self.keys[key as usize].queued != Some(due) {
-                    continue;
+        if self.next_due <= watermark_ms {
+            while let Some(start) = self.next_window_from(self.cursor) {
+                if self.window_at(start).max_timestamp() > watermark_ms {
+                    break;
                 }
-                self.keys[key as usize].queued = None;
-                while let Some(start) = self.next_window_with_data(key, self.keys[key as usize].next_start) {
-                    let window = self.window_at(start);
-                    if window.max_timestamp() > watermark_ms {
-                        break;
-                    }
-                    self.emit_window(key, start, previous, emit);
-                    self.keys[key as usize].next_start = start + self.spec.slide_ms;
-                }
-                self.drop_slices(key, watermark_ms);
-                self.requeue(key);
-                if self.is_key_empty(key) {
-                    self.emptied.push(key);
-                }
+                self.fire_window(start, previous, emit);
+                self.cursor = start.saturating_add(self.spec.slide_ms);
             }
-            self.next_due = self.queue.first_key_value().map_or(i64::MAX, |(due, _)| *due);
+            self.drop_slices(watermark_ms);
+            self.refresh_due();
         }
         self.set_watermark(watermark_ms);
+    }
+
+    /// Fires the window starting at `start` for every key with a slice in it that has not fired
+    /// it yet, in the order its slices list them.
+    fn fire_window(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
+        let end = start.saturating_add(self.spec.size_ms);
+        let mut at = self.slice_keys.partition_point(|(slice, _)| *slice < start);
+        while at < self.slice_keys.len() && self.slice_keys[at].0 < end {
+            let keys = std::mem::take(&mut self.slice_keys[at].1);
+            for (index, &key) in keys.iter().enumerate() {
+                self.prefetch_listed(&keys, index);
+                if self.keys[key as usize].next_start <= start {
+                    self.emit_window(key, start, stamp_ms, emit);
+                    self.keys[key as usize].next_start = start.saturating_add(self.spec.slide_ms);
+                }
+            }
+            self.slice_keys[at].1 = keys;
+            at += 1;
+        }
     }
 
     fn set_watermark(&mut self, watermark_ms: i64) {
@@ -368,21 +357,58 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
     }
 
-    fn drop_slices(&mut self, key: KeyId, watermark_ms: i64) {
-        let slices = &self.keys[key as usize].slices;
-        let expired = slices
-            .iter()
-            .take_while(|(start, _)| {
-                self.cleanup_time(&self.window_at(self.last_start_of_slice(*start))) <= watermark_ms
-            })
-            .count();
-        if expired > 0 {
-            self.keys[key as usize].slices.drain(..expired);
+    /// Starts loading the state of keys a little ahead of `index` in a slice's list: the lists
+    /// are in arrival order, so each key's state, and its slices when they spill to the heap, are
+    /// elsewhere in memory. The state first; a few keys later, with the state in cache, the
+    /// slices it points to.
+    fn prefetch_listed(&self, keys: &[KeyId], index: usize) {
+        const STATE_AHEAD: usize = 8;
+        const SLICES_AHEAD: usize = 3;
+        if let Some(&ahead) = keys.get(index + STATE_AHEAD) {
+            crate::runtime::prefetch_memory(&self.keys[ahead as usize]);
         }
+        if let Some(&ahead) = keys.get(index + SLICES_AHEAD) {
+            let slices = &self.keys[ahead as usize].slices;
+            if slices.spilled() {
+                crate::runtime::prefetch_memory(&slices[0]);
+            }
+        }
+    }
+
+    /// Drops every slice whose last window is past its cleanup time at `watermark_ms`, oldest
+    /// first, and notes the keys it leaves with nothing.
+    fn drop_slices(&mut self, watermark_ms: i64) {
+        while let Some(&(slice, _)) = self.slice_keys.front() {
+            if self.drop_time(slice) > watermark_ms {
+                break;
+            }
+            let (_, keys) = self.slice_keys.pop_front().expect("looked at");
+            self.release_emptied();
+            for (index, &key) in keys.iter().enumerate() {
+                self.prefetch_listed(&keys, index);
+                let slices = &mut self.keys[key as usize].slices;
+                // Slices go oldest first, and each key's slices are in start order.
+                assert_eq!(slices.first().map(|(start, _)| *start), Some(slice), "a dropped slice is its key's oldest");
+                slices.remove(0);
+                if self.is_key_empty(key) {
+                    self.emptied.push(key);
+                }
+            }
+        }
+    }
+
+    fn hash(key: &K) -> u64 {
+        BuildHasherDefault::<LookupHasher>::default().hash_one(key)
     }
 
     /// Processes one element of `key`.
     pub fn on_element(&mut self, key: K, record: Record<D>, emit: &mut WindowEmit<'_, K, D, A::Output>) {
+        let hash = Self::hash(&key);
+        self.on_hashed_element(key, hash, record, emit);
+    }
+
+    /// [`on_element`](Self::on_element) with the key's hash.
+    fn on_hashed_element(&mut self, key: K, hash: u64, record: Record<D>, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         if self.per_record_watermarks {
             self.advance_watermark(record.watermark_ms, emit);
         }
@@ -399,7 +425,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             emit.late.push(record);
             return;
         };
-        let key = self.intern(key);
+        let key = self.intern(key, hash);
         if judged_ms > watermark_ms && self.windows_taking(time_ms, watermark_ms).map(|(first, _)| first) != Some(start)
         {
             let mut accumulator = self.function.create_accumulator();
@@ -462,6 +488,9 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 }
             }
         }
+        if new_slice {
+            self.list_in_slice(key, slice_start);
+        }
         // Windows the watermark has already passed fire again at once (late firings), latest
         // first, as Flink's assigner order; they count as fired for the in-order sequence. The
         // window at `start` ends first: if the watermark has not reached it, none fires.
@@ -474,14 +503,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 late_firing -= self.spec.slide_ms;
             }
         }
-        let open = self.open_start;
         let state = &mut self.keys[key as usize];
-        let moved = open > state.next_start;
-        state.next_start = state.next_start.max(open);
-        // When a key is due depends only on its slice starts and `next_start`.
-        if new_slice || moved {
-            self.requeue(key);
-        }
+        state.next_start = state.next_start.max(self.open_start);
     }
 
     /// The earliest window start whose window the watermark has not reached: the smallest
@@ -492,29 +515,6 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
         self.last_start(watermark_ms.saturating_add(1).saturating_sub(self.spec.size_ms))
             .saturating_add(self.spec.slide_ms)
-    }
-}
-
-/// Sorts `ids` (each below `id_count`) and drops repeats. Thousands of keys are due at one window
-/// end, often most of the keys: then marking them in a bitmap (`bits`, left all zero) and reading
-/// it in order is linear, where a sort is not.
-fn sort_ids(ids: &mut Vec<KeyId>, id_count: usize, bits: &mut Vec<u64>) {
-    if ids.len() < 64 || ids.len() * 16 < id_count {
-        ids.sort_unstable();
-        ids.dedup();
-        return;
-    }
-    bits.resize(id_count.div_ceil(64), 0);
-    for &id in ids.iter() {
-        bits[id as usize / 64] |= 1 << (id % 64);
-    }
-    ids.clear();
-    for (index, word) in bits.iter_mut().enumerate() {
-        let mut rest = std::mem::take(word);
-        while rest != 0 {
-            ids.push((index * 64) as KeyId + rest.trailing_zeros());
-            rest &= rest - 1;
-        }
     }
 }
 
@@ -669,7 +669,8 @@ where
         restored.sort_by(|a, b| a.key.cmp(&b.key));
         self.key_ids = KeyIndex::default();
         self.keys.clear();
-        self.queue.clear();
+        self.slice_keys.clear();
+        self.cursor = i64::MIN;
         self.emptied.clear();
         self.emptied_before.clear();
         self.free_ids.clear();
@@ -677,7 +678,11 @@ where
         self.next_due = i64::MAX;
         self.set_watermark(WATERMARK_MIN);
         for snapshot in restored {
-            let id = self.intern(snapshot.key);
+            let hash = Self::hash(&snapshot.key);
+            let id = self.intern(snapshot.key, hash);
+            for (start, _) in &snapshot.slices {
+                self.list_in_slice(id, *start);
+            }
             let state = &mut self.keys[id as usize];
             state.slices = snapshot.slices.into_iter().collect();
             state.next_start = snapshot.next_start;
@@ -685,8 +690,8 @@ where
                 self.pending.insert((stamp_ms, self.pending_count), (id, time_ms, accumulator));
                 self.pending_count += 1;
             }
-            self.requeue(id);
         }
+        self.refresh_due();
         Ok(())
     }
 }
@@ -715,6 +720,19 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
         Ok(())
     }
 
+    fn on_element_announced(
+        &mut self,
+        key: K,
+        hash: u64,
+        record: Record<D>,
+        _now_ms: i64,
+        emit: &mut WindowEmit<'_, K, D, A::Output>,
+    ) -> crate::error::Result<()> {
+        // The token of `prefetch_far` is the key's hash.
+        self.on_hashed_element(key, hash, record, emit);
+        Ok(())
+    }
+
     fn advance_watermark(&mut self, watermark_ms: i64, _now_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         SlicedCore::advance_watermark(self, watermark_ms, emit);
     }
@@ -733,7 +751,7 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
         // With thousands of keys, the index slot and the key's state are each a cache miss that
         // the record would otherwise wait for: load the slot now, the state (which the slot's tag
         // points to) a few records later. A tag shared by two keys only loads the wrong state.
-        let hash = BuildHasherDefault::<LookupHasher>::default().hash_one(key);
+        let hash = Self::hash(key);
         self.key_ids.prefetch(hash);
         hash
     }
@@ -977,20 +995,6 @@ mod tests {
                 parallelism,
             );
             prop_assert_eq!(restored, expected);
-        }
-    }
-
-    proptest! {
-        /// `sort_ids` sorts and drops repeats, sparse or dense, and leaves its bitmap all zero.
-        #[test]
-        fn key_ids_sort_as_a_sort_and_dedup_would(ids in prop::collection::vec(0u32..300, 0..700)) {
-            let mut expected = ids.clone();
-            expected.sort_unstable();
-            expected.dedup();
-            let (mut sorted, mut bits) = (ids, Vec::new());
-            sort_ids(&mut sorted, 300, &mut bits);
-            prop_assert_eq!(sorted, expected);
-            prop_assert!(bits.iter().all(|word| *word == 0));
         }
     }
 
