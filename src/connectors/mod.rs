@@ -145,6 +145,14 @@ pub trait Sink<D>: Send + Sync + 'static {
 pub trait SinkWriter<D> {
     /// Writes a batch of records.
     fn write(&mut self, records: &[Record<D>]) -> Result<()>;
+    /// Writes a batch of records the writer may take, leaving `records` empty: a writer that
+    /// keeps records (to sort them, say) moves them instead of cloning each. The default writes
+    /// them with [`write`](Self::write).
+    fn write_owned(&mut self, records: &mut Vec<Record<D>>) -> Result<()> {
+        let result = self.write(records);
+        records.clear();
+        result
+    }
     /// The sink's watermark has reached `watermark_ms` (Flink's `SinkWriter.writeWatermark`):
     /// no record with a timely time at or below it will come. Called before `finish` with
     /// `i64::MAX`. The default does nothing.

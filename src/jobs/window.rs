@@ -410,6 +410,15 @@ impl SortedRows {
         }
     }
 
+    /// `add`, moving the rows.
+    fn take(&mut self, records: &mut Vec<Record<Firing>>) {
+        let count_windows = self.sink.count_windows;
+        for record in records.drain(..) {
+            self.pending_end_min = self.pending_end_min.min(row_bounds(&record.value, count_windows).1);
+            self.pending.push(record.value);
+        }
+    }
+
     /// Sorts and renders into `self.text` every pending row whose end is below `end_limit` (all
     /// rows with `None`); returns whether there is text.
     fn render_below(&mut self, end_limit: Option<i64>) -> bool {
@@ -566,6 +575,10 @@ impl SortedRowsWriter {
 impl SinkWriter<Firing> for SortedRowsWriter {
     fn write(&mut self, records: &[Record<Firing>]) -> Result<()> {
         self.rows.add(records);
+        Ok(())
+    }
+    fn write_owned(&mut self, records: &mut Vec<Record<Firing>>) -> Result<()> {
+        self.rows.take(records);
         Ok(())
     }
     fn on_watermark(&mut self, watermark_ms: i64) -> Result<()> {

@@ -59,7 +59,7 @@ pub(crate) fn sink_operator<D, P, S>(
         input.for_each(|_time, data: &mut Vec<Record<D>>| {
             OperatorMetrics::add(&metrics.records_in, data.len());
             if result.is_ok() {
-                result = writer.write(data);
+                result = writer.write_owned(data);
             }
             data.clear();
         });
