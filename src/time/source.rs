@@ -186,7 +186,11 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                 if in_flight.len() >= in_flight_max
                     && in_flight.front().is_some_and(|oldest| oldest.less_than(held.time()))
                 {
-                    activator.activate();
+                    // Only the sinks moving on can unblock the source: they wake it (see
+                    // `SourceWakers`), so that the worker parks instead of spinning. The timer is
+                    // a safety net, and lets a blocked source still see checkpoint triggers.
+                    context.source_wakers.wait(node, &activator);
+                    activator.activate_after(Duration::from_millis(SOURCE_POLL_INTERVAL_MS));
                     return;
                 }
             }
