@@ -21,6 +21,8 @@
 //! and every record in the first checkpoint epoch. The source remembers the times of its last
 //! batches and reads a new one only while fewer than the bound are still short of the sinks'
 //! probe (`ProbeHandle` on every sink's input); it never waits on a time it still holds itself.
+//! While it waits it does not re-activate itself: the sinks wake it when their input moves (see
+//! `SourceWakers`), so that a worker waiting for another parks rather than spins.
 //!
 //! Checkpoints (see [`crate::checkpoint`]): the capability's outer coordinate is the epoch. When
 //! the coordinator has triggered checkpoint `e`, the source writes its part — reader offset,
