@@ -88,6 +88,43 @@ pub struct WorkerContext {
     pub in_flight_batches_max: Option<usize>,
     /// The frontier at this worker's sinks: how far the job has got, for back-pressure.
     pub(crate) sinks_probe: timely::dataflow::ProbeHandle<Time>,
+    /// The sources of this worker held back by back-pressure, for the sinks to wake.
+    pub(crate) source_wakers: SourceWakers,
+}
+
+/// The sources of one worker that wait for its sinks (back-pressure), and the sinks' way to wake
+/// them.
+///
+/// A source whose in-flight batches are all still short of the sinks cannot read, and nothing but
+/// a move of the sinks' frontier changes that. Were it to re-activate itself at once, its worker
+/// would spin at full speed while it waits for another worker — taking the CPU that worker, or
+/// anything else on a machine with no core to spare, needs to catch up. So it leaves its
+/// activator here, and every sink wakes the waiting sources whenever it is scheduled (which its
+/// frontier moving does); in between, the worker can park.
+#[derive(Clone, Default)]
+pub(crate) struct SourceWakers {
+    /// The queued sources, by job-graph node, each with its activator.
+    waiting: std::rc::Rc<std::cell::RefCell<Vec<(usize, timely::scheduling::Activator)>>>,
+}
+
+impl SourceWakers {
+    /// Queues the source of job-graph node `node` for the next [`wake`](Self::wake), unless it is
+    /// queued already.
+    pub(crate) fn wait(&self, node: usize, activator: &timely::scheduling::Activator) {
+        let mut waiting = self.waiting.borrow_mut();
+        if !waiting.iter().any(|(queued, _)| *queued == node) {
+            waiting.push((node, activator.clone()));
+        }
+    }
+
+    /// Activates every queued source, which then looks at the sinks' frontier again.
+    pub(crate) fn wake(&self) {
+        // Take the queue first: a woken source that still cannot read queues itself again.
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for (_, activator) in waiting {
+            activator.activate();
+        }
+    }
 }
 
 /// Who runs the workers.
@@ -391,6 +428,7 @@ where
             source_batch_max,
             in_flight_batches_max,
             sinks_probe: timely::dataflow::ProbeHandle::new(),
+            source_wakers: SourceWakers::default(),
         };
         let index = worker.index();
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -469,6 +507,7 @@ where
         source_batch_max: crate::time::source::SOURCE_BATCH_RECORDS,
         in_flight_batches_max: None,
         sinks_probe: timely::dataflow::ProbeHandle::new(),
+        source_wakers: SourceWakers::default(),
     };
     let mut graph = build_job(&mut worker, name, context, &job);
     graph.parallelism = parallelism;

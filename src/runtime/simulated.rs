@@ -118,6 +118,7 @@ where
             source_batch_max: config.source_batch_max.max(1),
             in_flight_batches_max: config.in_flight_batches_max.map(|max| max.max(1)),
             sinks_probe: timely::dataflow::ProbeHandle::new(),
+            source_wakers: crate::runtime::SourceWakers::default(),
         };
         let graph = build_job(worker, name, context, &job);
         if let Some(coordinator) = coordinator {

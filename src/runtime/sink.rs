@@ -38,6 +38,8 @@ pub(crate) fn sink_operator<D, P, S>(
     let mut finished = false;
     let mut last_watermark_ms = crate::time::WATERMARK_MIN;
     stream.sink(pact, name, move |(input, frontier)| {
+        // Scheduled because the input moved: sources held back by back-pressure look again.
+        context.source_wakers.wake();
         if finished {
             // Keep consuming, or progress tracking would wait for these records forever.
             input.for_each(|_time, data: &mut Vec<Record<D>>| data.clear());
@@ -132,6 +134,8 @@ pub(crate) fn two_phase_sink_operator<'scope, D, P, S>(
         let mut input_done = false;
         let mut last_watermark_ms = crate::time::WATERMARK_MIN;
         move |frontiers| {
+            // Scheduled because the input moved: sources held back by back-pressure look again.
+            context.source_wakers.wake();
             let failed = |error| {
                 context.failure.fail(error);
             };

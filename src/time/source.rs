@@ -21,6 +21,8 @@
 //! and every record in the first checkpoint epoch. The source remembers the times of its last
 //! batches and reads a new one only while fewer than the bound are still short of the sinks'
 //! probe (`ProbeHandle` on every sink's input); it never waits on a time it still holds itself.
+//! While it waits it does not re-activate itself: the sinks wake it when their input moves (see
+//! `SourceWakers`), so that a worker waiting for another parks rather than spins.
 //!
 //! Checkpoints (see [`crate::checkpoint`]): the capability's outer coordinate is the epoch. When
 //! the coordinator has triggered checkpoint `e`, the source writes its part — reader offset,
@@ -186,7 +188,11 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                 if in_flight.len() >= in_flight_max
                     && in_flight.front().is_some_and(|oldest| oldest.less_than(held.time()))
                 {
-                    activator.activate();
+                    // Only the sinks moving on can unblock the source: they wake it (see
+                    // `SourceWakers`), so that the worker parks instead of spinning. The timer is
+                    // a safety net, and lets a blocked source still see checkpoint triggers.
+                    context.source_wakers.wait(node, &activator);
+                    activator.activate_after(Duration::from_millis(SOURCE_POLL_INTERVAL_MS));
                     return;
                 }
             }
