@@ -83,8 +83,8 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     function: Arc<A>,
     key_ids: KeyIndex,
     keys: Vec<KeyState<K, A::Accumulator>>,
-    /// Keys left with nothing (no slice, nothing pending) while the last due time fired, and
-    /// those of the time before: a key still empty one due time later is released and its id
+    /// Keys left with nothing (no slice, nothing pending) by the last slice dropped, and those of
+    /// the one before: a key still empty one slice drop later is released and its id
     /// reused, so a stream whose keys come and go keeps only the live ones, while a key that
     /// comes back at once (every key of a tumbling window) keeps its place.
     emptied: Vec<KeyId>,
@@ -192,7 +192,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             && (self.pending.is_empty() || self.pending.values().all(|(pending_key, ..)| *pending_key != key))
     }
 
-    /// Releases the keys emptied two due times ago that are still empty (and still theirs: an
+    /// Releases the keys emptied two slice drops ago that are still empty (and still theirs: an
     /// id may be listed twice), and ages the list of the last one.
     fn release_emptied(&mut self) {
         for key in std::mem::take(&mut self.emptied_before) {
