@@ -113,6 +113,8 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     /// Elements made pending so far: their order among equal stamps.
     pending_count: u64,
     counts: WindowCounts,
+    /// `[start, start + slide)` of the last `last_start` computed (empty at first).
+    recent_slide: std::cell::Cell<(i64, i64)>,
     marker: std::marker::PhantomData<fn(D)>,
 }
 
@@ -141,6 +143,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             pending: BTreeMap::new(),
             pending_count: 0,
             counts: WindowCounts::default(),
+            recent_slide: std::cell::Cell::new((0, 0)),
             marker: std::marker::PhantomData,
         }
     }
@@ -196,8 +199,13 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     /// id may be listed twice), and ages the list of the last one.
     fn release_emptied(&mut self) {
         for key in std::mem::take(&mut self.emptied_before) {
+            // Most keys are back (a tumbling window's keys come again in the next): ask that
+            // first, and hash only the keys that stayed away.
+            if !self.is_key_empty(key) {
+                continue;
+            }
             let hash = Self::hash(&self.keys[key as usize].key);
-            if self.key_ids.find(hash, |id| id == key).is_some() && self.is_key_empty(key) {
+            if self.key_ids.find(hash, |id| id == key).is_some() {
                 self.key_ids.remove(hash, key);
                 self.free_ids.push(key);
             }
@@ -215,7 +223,18 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
 
     /// The start of the latest window containing `time_ms`.
     fn last_start(&self, time_ms: i64) -> i64 {
-        window_start_with_offset(time_ms, self.spec.offset_ms, self.spec.slide_ms)
+        // Elements come nearly in order, so most fall where the one before did: a comparison
+        // instead of a division per element.
+        let (recent_start, recent_end) = self.recent_slide.get();
+        if recent_start <= time_ms && time_ms < recent_end {
+            return recent_start;
+        }
+        let start = window_start_with_offset(time_ms, self.spec.offset_ms, self.spec.slide_ms);
+        // Remembered only where no arithmetic wrapped, so that every time in the range has it.
+        if time_ms.checked_sub(self.spec.offset_ms).is_some() && start <= time_ms {
+            self.recent_slide.set((start, start.saturating_add(self.spec.slide_ms)));
+        }
+        start
     }
 
     /// The start of the last window containing the slice starting at `slice_start`.
@@ -320,7 +339,14 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 if self.window_at(start).max_timestamp() > watermark_ms {
                     break;
                 }
-                self.fire_window(start, previous, emit);
+                if self.tumbling
+                    && self.drop_time(start) <= watermark_ms
+                    && self.slice_keys.front().is_some_and(|(oldest, _)| *oldest == start)
+                {
+                    self.fire_and_drop_oldest(start, previous, emit);
+                } else {
+                    self.fire_window(start, previous, emit);
+                }
                 self.cursor = start.saturating_add(self.spec.slide_ms);
             }
             self.drop_slices(watermark_ms);
@@ -345,6 +371,39 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             }
             self.slice_keys[at].1 = keys;
             at += 1;
+        }
+    }
+
+    /// `fire_window` and then `drop_slices` of a tumbling window whose one slice is the oldest
+    /// and is dropped by the same watermark (no allowed lateness keeps it): one walk of its list,
+    /// and each accumulator moves into its result instead of being copied and then dropped. The
+    /// results, their order and the keys left empty are those of the two walks.
+    fn fire_and_drop_oldest(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
+        let window = self.window_at(start);
+        let (_, keys) = self.slice_keys.pop_front().expect("the oldest slice is this window's");
+        self.release_emptied();
+        for (index, &key) in keys.iter().enumerate() {
+            self.prefetch_listed(&keys, index);
+            let state = &mut self.keys[key as usize];
+            // Slices go oldest first, and each key's slices are in start order.
+            assert_eq!(
+                state.slices.first().map(|(start, _)| *start),
+                Some(start),
+                "a dropped slice is its key's oldest"
+            );
+            let (_, accumulator) = state.slices.remove(0);
+            if state.next_start <= start {
+                state.next_start = window.end;
+                self.counts.fired += 1;
+                emit.results.push(Record {
+                    time_ms: window.max_timestamp(),
+                    watermark_ms: stamp_ms,
+                    value: WindowResult { key: state.key.clone(), window, value: self.function.result(&accumulator) },
+                });
+            }
+            if self.is_key_empty(key) {
+                self.emptied.push(key);
+            }
         }
     }
 
@@ -882,9 +941,12 @@ mod tests {
             input in input(),
             size in 1i64..12,
             slide in 1i64..12,
+            tumbling in any::<bool>(),
             offset_steps in 0i64..12,
             lateness in prop::sample::select(vec![0i64, 100, 400, 1_500]),
         ) {
+            // Half the cases tumbling: those fire and drop a slice in one walk.
+            let slide = if tumbling { size } else { slide };
             let (size_ms, slide_ms) = (size * 100, slide * 100);
             let offset_ms = (offset_steps * 100) % slide_ms;
             let assigner = SlidingWindows::new(size_ms, slide_ms, offset_ms, TimeDomain::EventTime).unwrap();
@@ -955,9 +1017,11 @@ mod tests {
             parallelism in 1usize..4,
             lateness in prop::sample::select(vec![0i64, 400]),
             sessions in any::<bool>(),
+            tumbling in any::<bool>(),
         ) {
             let cut = (input.len() as f64 * cut_fraction) as usize;
-            let assigner = SlidingWindows::new(500, 200, 0, TimeDomain::EventTime).unwrap();
+            let slide_ms = if tumbling { 500 } else { 200 };
+            let assigner = SlidingWindows::new(500, slide_ms, 0, TimeDomain::EventTime).unwrap();
             let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
             let make_sliced = || SlicedCore::new(spec, lateness, true, Arc::new(Sum));
             let expected = run(make_sliced(), &input);
