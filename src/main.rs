@@ -16,6 +16,7 @@ use flowlab::connectors::{BadLinePolicy, GeneratorConfig, generate_events};
 use flowlab::error::{Error, Result};
 use flowlab::jobs::sim::{Check, FaultBounds, Faults};
 use flowlab::jobs::watermarks::{Input, WatermarksJob, WatermarksOutcome, plan_watermarks, run_watermarks};
+use flowlab::jobs::window::baseline::run_window_baseline;
 use flowlab::jobs::window::{
     Aggregate, WindowJob, WindowSpec, plan_window, render_rows, run_window, run_window_to_file,
 };
@@ -190,6 +191,10 @@ struct WindowArgs {
     /// With --on-bad-line skip: where skipped lines are written.
     #[arg(long, default_value = "dead-letter.csv")]
     dead_letter: PathBuf,
+    /// `flowlab` (the dataflow) or `baseline`: the same job as one plain single-threaded loop
+    /// (tumbling windows only), which marks what the dataflow costs.
+    #[arg(long, default_value = "flowlab")]
+    engine: String,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
 }
@@ -730,6 +735,11 @@ fn window_job(args: &WindowArgs) -> Result<WindowJob> {
 fn window_command(args: &WindowArgs) -> Result<()> {
     let job = window_job(args)?;
     let aggregates = Aggregate::parse_list(&args.agg)?;
+    match args.engine.as_str() {
+        "flowlab" => {}
+        "baseline" => return window_baseline_command(args, &job, &aggregates),
+        other => return Err(Error::Usage(format!("--engine must be `flowlab` or `baseline`, not {other:?}"))),
+    }
     if args.checkpoints.checkpoint_dir.is_some() && args.output.is_none() {
         // Refused before the store creates the directory.
         return Err(Error::Usage("--checkpoint-dir needs --output: exactly-once output goes to a file".to_string()));
@@ -761,11 +771,7 @@ fn window_command(args: &WindowArgs) -> Result<()> {
         }
     };
     if let Some(path) = &args.late_output {
-        let mut lines = late_lines.join("\n");
-        if !lines.is_empty() {
-            lines.push('\n');
-        }
-        write_text(path, &lines)?;
+        write_lines(path, &late_lines)?;
     }
     let destination =
         args.late_output.as_ref().map_or("counted".to_string(), |p| format!("written to {}", p.display()));
@@ -774,6 +780,41 @@ fn window_command(args: &WindowArgs) -> Result<()> {
     eprintln!(
         "{rows} window firings{this_run}; {} elements too late for every window ({destination})",
         late_lines.len()
+    );
+    Ok(())
+}
+
+/// Writes `lines` to `path`, each ended by a line end.
+fn write_lines(path: &std::path::Path, lines: &[String]) -> Result<()> {
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    write_text(path, &text)
+}
+
+/// `flowlab window --engine baseline`: the job as one plain loop, for measuring the engine by.
+fn window_baseline_command(args: &WindowArgs, job: &WindowJob, aggregates: &[Aggregate]) -> Result<()> {
+    let checkpoints = &args.checkpoints;
+    if args.parallelism != 1 || checkpoints.checkpoint_dir.is_some() || checkpoints.restore.is_some() {
+        return Err(Error::Usage(
+            "--engine baseline is one plain loop: no --parallelism, --checkpoint-dir or --restore".to_string(),
+        ));
+    }
+    let outcome = match &args.output {
+        Some(path) => {
+            let file = File::create(path).map_err(|e| Error::io("cannot create output", path, e))?;
+            run_window_baseline(job, aggregates, &mut BufWriter::with_capacity(1 << 20, file))?
+        }
+        None => run_window_baseline(job, aggregates, &mut std::io::stdout().lock())?,
+    };
+    if let Some(path) = &args.late_output {
+        write_lines(path, &outcome.late_lines)?;
+    }
+    eprintln!(
+        "{} window firings (baseline loop); {} elements too late for every window",
+        outcome.rows,
+        outcome.late_lines.len()
     );
     Ok(())
 }

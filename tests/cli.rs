@@ -257,3 +257,52 @@ fn bench_nexmark_runs_a_query_on_both_engines() {
         assert!(String::from_utf8_lossy(&output.stderr).contains(words), "{flags:?}");
     }
 }
+
+#[test]
+fn the_window_baseline_loop_writes_the_engines_file_and_refuses_what_it_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let generated = flowlab(&[
+        "gen",
+        "--keys",
+        "50",
+        "--events",
+        "20000",
+        "--late-fraction",
+        "0.02",
+        "--output",
+        input.to_str().unwrap(),
+    ]);
+    assert!(generated.status.success());
+    let run = |engine: &str| {
+        let (output, late) = (dir.path().join(format!("{engine}.csv")), dir.path().join(format!("{engine}.late")));
+        let run = flowlab(&[
+            "window",
+            "--engine",
+            engine,
+            "--input",
+            input.to_str().unwrap(),
+            "--window",
+            "tumbling:3s",
+            "--agg",
+            "count,sum,min,max",
+            "--output",
+            output.to_str().unwrap(),
+            "--late-output",
+            late.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        (std::fs::read(output).unwrap(), std::fs::read_to_string(late).unwrap())
+    };
+    let (engine_rows, engine_late) = run("flowlab");
+    let (baseline_rows, baseline_late) = run("baseline");
+    assert!(engine_late.lines().count() > 0, "the input has stragglers");
+    assert_eq!(baseline_rows, engine_rows);
+    assert_eq!(baseline_late, engine_late);
+
+    let refused =
+        flowlab(&["window", "--engine", "baseline", "--input", input.to_str().unwrap(), "--window", "session:1s"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--engine baseline runs tumbling windows only"), "{message}");
+}

@@ -189,17 +189,9 @@ impl Lines {
         self.offset += raw.len() as u64;
         self.line += 1;
         let line = trim_line_end(raw);
-        // The common line needs no UTF-8 check, no trimming and no `String` per field.
-        if let Some((key, time_ms, value)) = parse_plain_line(line) {
-            out.push((time_ms, R::from_event_fields(key, time_ms, value, self.line)));
-            return Ok(1);
-        }
-        let parsed = std::str::from_utf8(line)
-            .map_err(|_| "the line is not UTF-8".to_string())
-            .and_then(|text| parse_event_line(text, self.line));
-        match parsed {
-            Ok(Some((time_ms, event))) => {
-                out.push((time_ms, R::from_event_fields(&event.key, time_ms, event.value, event.line)));
+        match parse_line_fields(line, self.line) {
+            Ok(Some((key, time_ms, value))) => {
+                out.push((time_ms, R::from_event_fields(key, time_ms, value, self.line)));
                 Ok(1)
             }
             Ok(None) => Ok(0), // the header
@@ -381,6 +373,24 @@ impl<R: FromEventFields> SourceReader<R> for CsvReader<R> {
 /// Returns `Ok(None)` for a header: line 1 whose time and value fields are both not integers.
 /// Otherwise a reason people can act on.
 pub fn parse_event_line(text: &str, line: u64) -> std::result::Result<Option<(i64, Event)>, String> {
+    Ok(parse_text_fields(text, line)?
+        .map(|(key, time_ms, value)| (time_ms, Event { key: key.to_string(), value, line })))
+}
+
+/// One line without its line end, numbered `line` (from 1): its fields `(key, time, value)`,
+/// `None` for a header, or why it is not a line of events — what [`parse_event_line`] says, without
+/// an allocation for the common line.
+pub(crate) fn parse_line_fields(line: &[u8], number: u64) -> std::result::Result<Option<(&str, i64, i64)>, String> {
+    // The common line needs no UTF-8 check, no trimming and no `String` per field.
+    if let Some(fields) = parse_plain_line(line) {
+        return Ok(Some(fields));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "the line is not UTF-8".to_string())?;
+    parse_text_fields(text, number)
+}
+
+/// The general path of [`parse_line_fields`]: the fields of a line of text, trimmed.
+fn parse_text_fields(text: &str, line: u64) -> std::result::Result<Option<(&str, i64, i64)>, String> {
     let mut fields = text.split(',');
     let (Some(key), Some(time), Some(value), None) = (fields.next(), fields.next(), fields.next(), fields.next())
     else {
@@ -399,7 +409,7 @@ pub fn parse_event_line(text: &str, line: u64) -> std::result::Result<Option<(i6
     let time_ms =
         time_ms.map_err(|_| format!("event_time_ms (field 2) {time:?} is not an integer number of milliseconds"))?;
     let amount = amount.map_err(|_| format!("value (field 3) {value:?} is not an integer"))?;
-    Ok(Some((time_ms, Event { key: key.to_string(), value: amount, line })))
+    Ok(Some((key, time_ms, amount)))
 }
 
 #[cfg(test)]

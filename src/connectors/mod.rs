@@ -14,7 +14,7 @@
 //! watermark sequence the input's own, whatever the parallelism.
 
 mod collection;
-mod csv;
+pub(crate) mod csv;
 mod generator;
 mod sinks;
 mod socket;

@@ -7,6 +7,8 @@
 //!                                                                   └─ late → original lines, in input order
 //! ```
 
+pub mod baseline;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
