@@ -171,7 +171,7 @@ fn fire(
     rows: &mut u64,
 ) -> OpenWindow {
     // Sorted by a key's first 16 bytes as one number, then in full where those are equal: the
-    // byte order of the keys, with one integer compare for most pairs.
+    // byte order of the keys, with integer compares for most pairs.
     let prefix = |id: u32| {
         let mut bytes = [0u8; 16];
         let key = names[id as usize].as_bytes();
@@ -180,7 +180,16 @@ fn fire(
         u128::from_be_bytes(bytes)
     };
     let mut order: Vec<(u128, u32)> = window.keys.iter().map(|&id| (prefix(id), id)).collect();
-    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| names[a.1 as usize].cmp(names[b.1 as usize])));
+    order.sort_unstable();
+    // Keys longer than 16 bytes may share their prefix: such runs go in full key order.
+    let mut at = 0;
+    while at < order.len() {
+        let run = order[at..].iter().take_while(|(prefix, _)| *prefix == order[at].0).count();
+        if run > 1 {
+            order[at..at + run].sort_unstable_by(|a, b| names[a.1 as usize].cmp(names[b.1 as usize]));
+        }
+        at += run;
+    }
     let end = window.start.saturating_add(size_ms);
     for (_, id) in order {
         let stats = std::mem::replace(&mut window.stats[id as usize], EMPTY);
