@@ -796,9 +796,13 @@ fn write_lines(path: &std::path::Path, lines: &[String]) -> Result<()> {
 /// `flowlab window --engine baseline`: the job as one plain loop, for measuring the engine by.
 fn window_baseline_command(args: &WindowArgs, job: &WindowJob, aggregates: &[Aggregate]) -> Result<()> {
     let checkpoints = &args.checkpoints;
-    if args.parallelism != 1 || checkpoints.checkpoint_dir.is_some() || checkpoints.restore.is_some() {
+    if args.parallelism != 1
+        || checkpoints.checkpoint_dir.is_some()
+        || checkpoints.restore.is_some()
+        || checkpoints.stop_with_savepoint_after.is_some()
+    {
         return Err(Error::Usage(
-            "--engine baseline is one plain loop: no --parallelism, --checkpoint-dir or --restore".to_string(),
+            "--engine baseline is one plain loop: no --parallelism, checkpoints, --restore or savepoints".to_string(),
         ));
     }
     let outcome = match &args.output {

@@ -377,7 +377,7 @@ pub fn parse_event_line(text: &str, line: u64) -> std::result::Result<Option<(i6
         .map(|(key, time_ms, value)| (time_ms, Event { key: key.to_string(), value, line })))
 }
 
-/// One line without its line end, numbered `line` (from 1): its fields `(key, time, value)`,
+/// One line without its line end, numbered `number` (from 1): its fields `(key, time, value)`,
 /// `None` for a header, or why it is not a line of events — what [`parse_event_line`] says, without
 /// an allocation for the common line.
 pub(crate) fn parse_line_fields(line: &[u8], number: u64) -> std::result::Result<Option<(&str, i64, i64)>, String> {

@@ -109,7 +109,7 @@ pub fn run_window_baseline(job: &WindowJob, aggregates: &[Aggregate], out: &mut 
             // as the engine gives it back (read again by lines, every trailing `\r` trimmed).
             outcome.late_lines.push(String::from_utf8_lossy(line).trim_end_matches('\r').to_string());
         } else {
-            let next_id = names.len() as u32;
+            let next_id = u32::try_from(names.len()).expect("fewer than 2^32 keys");
             let id = *key_ids.entry(key).or_insert_with(|| {
                 names.push(key);
                 next_id
