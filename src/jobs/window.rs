@@ -183,6 +183,22 @@ pub struct Stats {
     pub last_ms: i64,
 }
 
+impl Stats {
+    /// The statistics of no element.
+    const EMPTY: Stats =
+        Stats { count: 0, sum: 0, min: i64::MAX, max: i64::MIN, first_ms: i64::MAX, last_ms: i64::MIN };
+
+    /// Adds an element with `value` at `time_ms`.
+    fn add(&mut self, time_ms: i64, value: i64) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(value);
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.first_ms = self.first_ms.min(time_ms);
+        self.last_ms = self.last_ms.max(time_ms);
+    }
+}
+
 struct StatsAggregate;
 
 impl AggregateFunction<Element> for StatsAggregate {
@@ -190,16 +206,11 @@ impl AggregateFunction<Element> for StatsAggregate {
     type Output = Stats;
 
     fn create_accumulator(&self) -> Stats {
-        Stats { count: 0, sum: 0, min: i64::MAX, max: i64::MIN, first_ms: i64::MAX, last_ms: i64::MIN }
+        Stats::EMPTY
     }
 
     fn add(&self, stats: &mut Stats, element: &Element) {
-        stats.count += 1;
-        stats.sum = stats.sum.wrapping_add(element.value);
-        stats.min = stats.min.min(element.value);
-        stats.max = stats.max.max(element.value);
-        stats.first_ms = stats.first_ms.min(element.time_ms);
-        stats.last_ms = stats.last_ms.max(element.time_ms);
+        stats.add(element.time_ms, element.value);
     }
 
     fn merge(&self, stats: &mut Stats, other: Stats) {

@@ -302,6 +302,20 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             }
         }
         let Some(accumulator) = accumulator else { return };
+        self.emit_result(key, window, stamp_ms, &accumulator, emit);
+    }
+
+    /// Hands on `key`'s result for `window`, made from `accumulator`, stamped `stamp_ms`.
+    // Inlined by hand: called per result, and as a call it cost the CSV job 1.6 % more instructions.
+    #[inline(always)]
+    fn emit_result(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        stamp_ms: i64,
+        accumulator: &A::Accumulator,
+        emit: &mut WindowEmit<'_, K, D, A::Output>,
+    ) {
         self.counts.fired += 1;
         emit.results.push(Record {
             time_ms: window.max_timestamp(),
@@ -309,7 +323,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             value: WindowResult {
                 key: self.keys[key as usize].key.clone(),
                 window,
-                value: self.function.result(&accumulator),
+                value: self.function.result(accumulator),
             },
         });
     }
@@ -384,27 +398,28 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.release_emptied();
         for (index, &key) in keys.iter().enumerate() {
             self.prefetch_listed(&keys, index);
+            let accumulator = self.take_oldest_slice(key, start);
             let state = &mut self.keys[key as usize];
-            // Slices go oldest first, and each key's slices are in start order.
-            assert_eq!(
-                state.slices.first().map(|(start, _)| *start),
-                Some(start),
-                "a dropped slice is its key's oldest"
-            );
-            let (_, accumulator) = state.slices.remove(0);
             if state.next_start <= start {
                 state.next_start = window.end;
-                self.counts.fired += 1;
-                emit.results.push(Record {
-                    time_ms: window.max_timestamp(),
-                    watermark_ms: stamp_ms,
-                    value: WindowResult { key: state.key.clone(), window, value: self.function.result(&accumulator) },
-                });
-            }
-            if self.is_key_empty(key) {
-                self.emptied.push(key);
+                self.emit_result(key, window, stamp_ms, &accumulator, emit);
             }
         }
+    }
+
+    /// Removes `key`'s oldest slice, which starts at `slice`, and notes the key if that left it
+    /// with nothing.
+    // Inlined by hand, as `emit_result`: once per key and dropped slice.
+    #[inline(always)]
+    fn take_oldest_slice(&mut self, key: KeyId, slice: i64) -> A::Accumulator {
+        let slices = &mut self.keys[key as usize].slices;
+        // Slices go oldest first, and each key's slices are in start order.
+        assert_eq!(slices.first().map(|(start, _)| *start), Some(slice), "a dropped slice is its key's oldest");
+        let (_, accumulator) = slices.remove(0);
+        if self.is_key_empty(key) {
+            self.emptied.push(key);
+        }
+        accumulator
     }
 
     fn set_watermark(&mut self, watermark_ms: i64) {
@@ -445,13 +460,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             self.release_emptied();
             for (index, &key) in keys.iter().enumerate() {
                 self.prefetch_listed(&keys, index);
-                let slices = &mut self.keys[key as usize].slices;
-                // Slices go oldest first, and each key's slices are in start order.
-                assert_eq!(slices.first().map(|(start, _)| *start), Some(slice), "a dropped slice is its key's oldest");
-                slices.remove(0);
-                if self.is_key_empty(key) {
-                    self.emptied.push(key);
-                }
+                self.take_oldest_slice(key, slice);
             }
         }
     }

@@ -39,9 +39,6 @@ pub struct BaselineOutcome {
     pub late_lines: Vec<String>,
 }
 
-/// The counters of a key not in a window yet: the accumulator `StatsAggregate` starts from.
-const EMPTY: Stats = Stats { count: 0, sum: 0, min: i64::MAX, max: i64::MIN, first_ms: i64::MAX, last_ms: i64::MIN };
-
 /// One open tumbling window: a row of counters per key number, and the keys it has seen.
 struct OpenWindow {
     start: i64,
@@ -127,18 +124,13 @@ pub fn run_window_baseline(job: &WindowJob, aggregates: &[Aggregate], out: &mut 
             };
             let window = &mut open[at];
             if window.stats.len() <= id as usize {
-                window.stats.resize(names.len(), EMPTY);
+                window.stats.resize(names.len(), Stats::EMPTY);
             }
             let stats = &mut window.stats[id as usize];
             if stats.count == 0 {
                 window.keys.push(id);
             }
-            stats.count += 1;
-            stats.sum = stats.sum.wrapping_add(value);
-            stats.min = stats.min.min(value);
-            stats.max = stats.max.max(value);
-            stats.first_ms = stats.first_ms.min(time_ms);
-            stats.last_ms = stats.last_ms.max(time_ms);
+            stats.add(time_ms, value);
         }
         generator.on_event(time_ms);
         let next_ms = generator.current_watermark();
@@ -192,7 +184,7 @@ fn fire(
     }
     let end = window.start.saturating_add(size_ms);
     for (_, id) in order {
-        let stats = std::mem::replace(&mut window.stats[id as usize], EMPTY);
+        let stats = std::mem::replace(&mut window.stats[id as usize], Stats::EMPTY);
         render_row_bytes(text, names[id as usize].as_bytes(), window.start, end, stats, aggregates);
         *rows += 1;
     }
