@@ -211,7 +211,8 @@ impl Lines {
     }
 }
 
-fn trim_line_end(line: &[u8]) -> &[u8] {
+/// `line` without its line end (`\n` or `\r\n`).
+pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }

@@ -25,7 +25,7 @@ use std::io::Write;
 
 use super::{Aggregate, Stats, WindowJob, WindowSpec, header, render_row_bytes};
 use crate::connectors::BadLinePolicy;
-use crate::connectors::csv::parse_line_fields;
+use crate::connectors::csv::{parse_line_fields, trim_line_end};
 use crate::error::{Error, Result};
 use crate::state::LookupHasher;
 use crate::window::window_start_with_offset;
@@ -81,6 +81,8 @@ pub fn run_window_baseline(job: &WindowJob, aggregates: &[Aggregate], out: &mut 
     let mut watermark_ms = generator.current_watermark();
     let mut outcome = BaselineOutcome { rows: 0, late_lines: Vec::new() };
     let mut text: Vec<u8> = Vec::with_capacity(1 << 16);
+    // The last millisecond of the window starting at `start`: it fires when the watermark gets there.
+    let max_timestamp = |start: i64| start.saturating_add(size_ms) - 1;
 
     let mut lines = data.split(|&byte| byte == b'\n').peekable();
     let mut line_number = 0u64;
@@ -90,7 +92,7 @@ pub fn run_window_baseline(job: &WindowJob, aggregates: &[Aggregate], out: &mut 
             break;
         }
         line_number += 1;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = trim_line_end(raw);
         let Some((key, time_ms, value)) = parse_line_fields(line, line_number).map_err(|reason| Error::BadLine {
             file: file_name.clone(),
             line: line_number,
@@ -100,8 +102,7 @@ pub fn run_window_baseline(job: &WindowJob, aggregates: &[Aggregate], out: &mut 
             continue; // the header
         };
         let start = window_start_with_offset(time_ms, job.offset_ms, size_ms);
-        let max_timestamp = start.saturating_add(size_ms) - 1;
-        if max_timestamp <= watermark_ms {
+        if max_timestamp(start) <= watermark_ms {
             // Too late for its only window: the record carries the watermark before it. Its line
             // as the engine gives it back (read again by lines, every trailing `\r` trimmed).
             outcome.late_lines.push(String::from_utf8_lossy(line).trim_end_matches('\r').to_string());
@@ -136,7 +137,7 @@ pub fn run_window_baseline(job: &WindowJob, aggregates: &[Aggregate], out: &mut 
         let next_ms = generator.current_watermark();
         assert!(next_ms >= watermark_ms, "watermarks never regress");
         watermark_ms = next_ms;
-        while open.front().is_some_and(|window| window.start.saturating_add(size_ms) - 1 <= watermark_ms) {
+        while open.front().is_some_and(|window| max_timestamp(window.start) <= watermark_ms) {
             let window = open.pop_front().expect("looked at");
             recycled.push(fire(window, size_ms, &names, aggregates, &mut text, &mut outcome.rows));
             out.write_all(&text).map_err(write_error)?;
