@@ -15,7 +15,8 @@
 //! operator's watermark is timely's frontier, the minimum over all inputs, as in Flink. Firing is
 //! still never early; which elements count as late can then depend on timing — as it does in Flink.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hash};
 use std::sync::Arc;
 
@@ -132,8 +133,14 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     emptied_before: Vec<KeyId>,
     /// Ids of released keys, reused by new ones.
     free_ids: Vec<KeyId>,
-    /// Event-time timers by `(may fire from, time, key, window)`: the firing order.
-    event_queue: BTreeSet<(i64, i64, KeyId, Window)>,
+    /// Event-time timers by `(may fire from, time, key, window)`, smallest first: the firing
+    /// order. A deleted timer stays in the heap until it comes up, and is skipped then if its key
+    /// no longer has it (the keys' `timers` are the truth): a session that grows moves its timer
+    /// with every element, and a heap push is far cheaper than an ordered set's insert and remove.
+    event_queue: BinaryHeap<Reverse<EventTimer>>,
+    /// Event-time timers the keys have: when the heap holds many more entries than this, it is
+    /// rebuilt from the keys.
+    event_timers_live: usize,
     /// Processing-time timers by `(time, key, window)`.
     processing_queue: BTreeSet<(i64, KeyId, Window)>,
     watermark_ms: i64,
@@ -141,7 +148,14 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     assigned: Vec<Window>,
     requests: Vec<TimerRequest>,
     emitted: Vec<L::Output>,
+    /// Scratch for session merging: every window of the key and the new one, then the windows
+    /// the new one merges with (no allocation per element).
+    session_windows: Vec<Window>,
+    session_merged: Vec<Window>,
 }
+
+/// An event-time timer in the queue: `(may fire from, time, key, window)`.
+type EventTimer = (i64, i64, KeyId, Window);
 
 /// Where a window operator's results and late elements go.
 pub type WindowEmit<'a, K, D, O> = Emit<'a, D, WindowResult<K, O>>;
@@ -159,13 +173,16 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             emptied: Vec::new(),
             emptied_before: Vec::new(),
             free_ids: Vec::new(),
-            event_queue: BTreeSet::new(),
+            event_queue: BinaryHeap::new(),
+            event_timers_live: 0,
             processing_queue: BTreeSet::new(),
             watermark_ms: WATERMARK_MIN,
             counts: WindowCounts::default(),
             assigned: Vec::new(),
             requests: Vec::new(),
             emitted: Vec::new(),
+            session_windows: Vec::new(),
+            session_merged: Vec::new(),
         }
     }
 
@@ -181,9 +198,8 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
 
     /// Whether no window and no timer is left.
     pub fn is_empty(&self) -> bool {
-        self.event_queue.is_empty()
-            && self.processing_queue.is_empty()
-            && self.keys.iter().all(|state| state.windows.is_empty())
+        self.processing_queue.is_empty()
+            && self.keys.iter().all(|state| state.windows.is_empty() && state.timers.is_empty())
     }
 
     /// The earliest pending processing-time timer, if any.
@@ -249,11 +265,22 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         let mut fired = false;
         // Results of this advance reach downstream before the new watermark does, as in Flink:
         // they carry the previous watermark as their stamp.
-        while let Some(&(from, time, key, window)) = self.event_queue.first() {
+        while let Some(&Reverse((from, time, key, window))) = self.event_queue.peek() {
             if from > watermark_ms {
                 break;
             }
-            self.event_queue.remove(&(from, time, key, window));
+            self.event_queue.pop();
+            let live = self.keys.get(key as usize).is_some_and(|state| {
+                state.timers.iter().any(|timer| {
+                    timer.domain == Domain::Event
+                        && timer.time_ms == time
+                        && timer.window == window
+                        && timer.from_ms == from
+                })
+            });
+            if !live {
+                continue;
+            }
             assert!(time <= watermark_ms, "timer {time} fired early, at watermark {watermark_ms}");
             self.fire_timer(Domain::Event, time, key, window, watermark_ms, previous, now_ms, emit);
             fired = true;
@@ -357,41 +384,47 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         judged_ms: i64,
         now_ms: i64,
     ) -> Option<Window> {
-        let existing: Vec<Window> = self.keys[key as usize]
-            .windows
-            .iter()
-            .map(|entry| entry.window)
-            .filter(|window| !self.is_window_late(window, judged_ms))
-            .collect();
+        let mut all = std::mem::take(&mut self.session_windows);
+        all.clear();
+        all.extend(
+            self.keys[key as usize]
+                .windows
+                .iter()
+                .map(|entry| entry.window)
+                .filter(|window| !self.is_window_late(window, judged_ms)),
+        );
+        let new_is_existing = all.contains(&new_window);
+        all.push(new_window);
         // Sort by start and sweep with the running cover, as `TimeWindow.mergeWindows` does;
         // keep the group that contains the new window.
-        let mut all = existing.clone();
-        all.push(new_window);
         all.sort();
-        let mut group: Vec<Window> = Vec::new();
+        let (mut group_start, mut group_end) = (0, all.len());
         let mut cover: Option<Window> = None;
         let mut found = false;
-        for window in all {
+        for (index, window) in all.iter().enumerate() {
             match cover {
-                Some(current) if current.intersects(&window) => {
-                    cover = Some(current.cover(&window));
-                    group.push(window);
-                }
+                Some(current) if current.intersects(window) => cover = Some(current.cover(window)),
                 _ => {
                     if found {
+                        group_end = index;
                         break;
                     }
-                    cover = Some(window);
-                    group = vec![window];
+                    cover = Some(*window);
+                    group_start = index;
                 }
             }
-            if window == new_window {
+            if *window == new_window {
                 found = true;
             }
         }
         let result = cover.expect("the new window is in some group");
-        let mut merged: Vec<Window> = group.into_iter().filter(|w| *w != new_window || existing.contains(w)).collect();
+        // The existing windows of the group: all of it but the new window, unless a window
+        // equal to it was there already.
+        let mut merged = std::mem::take(&mut self.session_merged);
+        merged.clear();
+        merged.extend(all[group_start..group_end].iter().copied().filter(|w| *w != new_window || new_is_existing));
         merged.dedup();
+        self.session_windows = all;
         // Flink calls the merge callback only when an existing window changes.
         let real_merge = match merged.as_slice() {
             [] => false,
@@ -404,7 +437,8 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
                 "merging made a window late: Flink rejects this; it cannot happen with built-in assigners"
             );
             let mut merged_contents: Option<L::Contents> = None;
-            let mut merged_states: Vec<TriggerState> = Vec::new();
+            // Usually one: the session the element extends.
+            let mut merged_states: smallvec::SmallVec<[TriggerState; 2]> = smallvec::SmallVec::new();
             for window in &merged {
                 let entry = self.keys[key as usize].remove(window).expect("listed above");
                 merged_states.push(entry.trigger_state);
@@ -432,6 +466,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
                 self.remove_timers(key, window);
             }
         }
+        self.session_merged = merged;
         if self.is_window_late(&result, judged_ms) {
             debug_assert!(!real_merge);
             return None;
@@ -484,7 +519,11 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) {
         let state = &mut self.keys[key as usize];
+        let before = state.timers.len();
         state.timers.retain(|timer| !(timer.domain == domain && timer.time_ms == time_ms && timer.window == window));
+        if domain == Domain::Event {
+            self.event_timers_live -= before - state.timers.len();
+        }
         let Some(entry) = state.entry(&window) else { return };
         self.requests.clear();
         let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
@@ -513,11 +552,22 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     }
 
     fn remove_timers(&mut self, key: KeyId, window: &Window) {
-        let doomed: Vec<Timer> =
-            self.keys[key as usize].timers.iter().filter(|timer| timer.window == *window).copied().collect();
-        for timer in doomed {
-            self.delete_timer(key, window, timer.domain, timer.time_ms);
-        }
+        let processing_queue = &mut self.processing_queue;
+        let mut event_timers_removed = 0;
+        self.keys[key as usize].timers.retain(|timer| {
+            if timer.window != *window {
+                return true;
+            }
+            match timer.domain {
+                // Its queue entry is skipped when it comes up (see `event_queue`).
+                Domain::Event => event_timers_removed += 1,
+                Domain::Processing => {
+                    processing_queue.remove(&(timer.time_ms, key, *window));
+                }
+            }
+            false
+        });
+        self.event_timers_live -= event_timers_removed;
     }
 
     fn register_cleanup_timer(&mut self, key: KeyId, window: &Window, watermark_ms: i64) {
@@ -551,9 +601,33 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         }
         state.timers.push(Timer { domain, time_ms, window: *window, from_ms });
         match domain {
-            Domain::Event => self.event_queue.insert((from_ms, time_ms, key, *window)),
-            Domain::Processing => self.processing_queue.insert((time_ms, key, *window)),
-        };
+            Domain::Event => {
+                self.event_timers_live += 1;
+                self.event_queue.push(Reverse((from_ms, time_ms, key, *window)));
+                self.compact_event_queue();
+            }
+            Domain::Processing => {
+                self.processing_queue.insert((time_ms, key, *window));
+            }
+        }
+    }
+
+    /// Rebuilds the event-time queue from the keys' timers once deleted ones outnumber the live
+    /// ones by far: a trigger that moves its timers (deletes and registers) without the watermark
+    /// passing them would otherwise grow the heap without limit.
+    fn compact_event_queue(&mut self) {
+        const STALE_MIN: usize = 1024;
+        if self.event_queue.len() <= 2 * self.event_timers_live + STALE_MIN {
+            return;
+        }
+        let mut live = Vec::with_capacity(self.event_timers_live);
+        for (id, state) in self.keys.iter().enumerate() {
+            for timer in state.timers.iter().filter(|timer| timer.domain == Domain::Event) {
+                live.push(Reverse((timer.from_ms, timer.time_ms, id as KeyId, timer.window)));
+            }
+        }
+        debug_assert_eq!(live.len(), self.event_timers_live, "the live count is the keys' event timers");
+        self.event_queue = BinaryHeap::from(live);
     }
 
     fn delete_timer(&mut self, key: KeyId, window: &Window, domain: Domain, time_ms: i64) {
@@ -563,11 +637,14 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         else {
             return;
         };
-        let timer = state.timers.swap_remove(index);
+        state.timers.swap_remove(index);
         match domain {
-            Domain::Event => self.event_queue.remove(&(timer.from_ms, time_ms, key, *window)),
-            Domain::Processing => self.processing_queue.remove(&(time_ms, key, *window)),
-        };
+            // Its queue entry is skipped when it comes up (see `event_queue`).
+            Domain::Event => self.event_timers_live -= 1,
+            Domain::Processing => {
+                self.processing_queue.remove(&(time_ms, key, *window));
+            }
+        }
     }
 
     fn apply_requests(&mut self, key: KeyId, window: &Window, watermark_ms: i64, firing: bool) {
@@ -645,15 +722,21 @@ where
         self.emptied_before.clear();
         self.free_ids.clear();
         self.event_queue.clear();
+        self.event_timers_live = 0;
         self.processing_queue.clear();
         self.watermark_ms = WATERMARK_MIN;
         for snapshot in restored {
             let id = self.intern(snapshot.key);
             for timer in &snapshot.timers {
                 match timer.domain {
-                    Domain::Event => self.event_queue.insert((timer.from_ms, timer.time_ms, id, timer.window)),
-                    Domain::Processing => self.processing_queue.insert((timer.time_ms, id, timer.window)),
-                };
+                    Domain::Event => {
+                        self.event_timers_live += 1;
+                        self.event_queue.push(Reverse((timer.from_ms, timer.time_ms, id, timer.window)));
+                    }
+                    Domain::Processing => {
+                        self.processing_queue.insert((timer.time_ms, id, timer.window));
+                    }
+                }
             }
             self.keys[id as usize] = KeyState { windows: snapshot.windows, timers: snapshot.timers };
         }
@@ -729,17 +812,22 @@ mod tests {
 
     type Row = (i64, i64, i64);
 
-    #[test]
-    fn keys_whose_sessions_are_over_release_their_ids() {
+    /// Counts per event-time session of `gap_ms`, the watermark advancing with each record.
+    fn session_counter(gap_ms: i64) -> WindowCore<u64, u8, Aggregating<Count>> {
         let assigner: Arc<dyn WindowAssigner<u8>> =
-            Arc::new(SessionWindows::with_gap(100, TimeDomain::EventTime).expect("valid gap"));
+            Arc::new(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("valid gap"));
         let settings = WindowSettings {
             trigger: assigner.default_trigger(),
             assigner,
             allowed_lateness_ms: 0,
             per_record_watermarks: true,
         };
-        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        WindowCore::new(settings, Aggregating(Arc::new(Count)))
+    }
+
+    #[test]
+    fn keys_whose_sessions_are_over_release_their_ids() {
+        let mut core = session_counter(100);
         let (mut results, mut late) = (Vec::new(), Vec::new());
         let mut emit = Emit { results: &mut results, late: &mut late };
         // A new key every 10 ms, each with one session of two elements: ~10 live at a time.
@@ -753,6 +841,75 @@ mod tests {
         assert!(results.iter().all(|result| result.value.value == 2));
         assert!(core.key_values.len() < 40, "{} key ids for ~11 live keys", core.key_values.len());
         assert!(core.is_empty() && core.key_ids.len() < 40);
+    }
+
+    #[test]
+    fn timers_moved_without_the_watermark_passing_them_keep_the_queue_bounded() {
+        let mut core = session_counter(10_000);
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        // Every element extends the keys' sessions and moves their timers; the watermark stays
+        // below them all, so no deleted timer comes up to be skipped. Then key 2 goes on alone:
+        // the queue is rebuilt many times while key 1's timer waits in it.
+        for time_ms in 0..8_000i64 {
+            let keys: &[u64] = if time_ms < 5_000 { &[1, 2] } else { &[2] };
+            for &key in keys {
+                core.on_element(key, Record::new(time_ms, 0, 0u8), 0, &mut emit).unwrap();
+            }
+            assert_eq!(core.event_timers_live, 2);
+            // Compaction looks at registration, when the merged session's old timer is still
+            // live: three live timers, and the new entry.
+            assert!(core.event_queue.len() <= 2 * 3 + 1024 + 1, "{} queued timers", core.event_queue.len());
+        }
+        core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
+        let rows: Vec<(u64, Row)> =
+            results.iter().map(|r| (r.value.key, (r.value.window.start, r.value.window.end, r.value.value))).collect();
+        assert_eq!(rows, vec![(1, (0, 14_999, 5_000)), (2, (0, 17_999, 8_000))]);
+        assert!(core.is_empty() && core.event_timers_live == 0);
+    }
+
+    /// Fires a window once no element has come for a second of event time: every element deletes
+    /// the timer of the one before and registers its own.
+    struct QuietFor1s;
+
+    impl Trigger<u8> for QuietFor1s {
+        fn on_element(&self, _value: &u8, time_ms: i64, _window: &Window, ctx: &mut TriggerContext) -> TriggerResult {
+            if let Some(previous) = ctx.state(0) {
+                ctx.delete_event_time_timer(previous);
+            }
+            ctx.set_state(0, time_ms + 1_000);
+            ctx.register_event_time_timer(time_ms + 1_000);
+            TriggerResult::Continue
+        }
+        fn on_event_time(&self, _time_ms: i64, _window: &Window, _ctx: &mut TriggerContext) -> TriggerResult {
+            TriggerResult::FireAndPurge
+        }
+        fn on_processing_time(&self, _time_ms: i64, _window: &Window, _ctx: &mut TriggerContext) -> TriggerResult {
+            TriggerResult::Continue
+        }
+        fn clear(&self, _window: &Window, ctx: &mut TriggerContext) {
+            if let Some(previous) = ctx.state(0) {
+                ctx.delete_event_time_timer(previous);
+            }
+            ctx.clear_state(0);
+        }
+        fn name(&self) -> String {
+            "quiet for 1 s".to_string()
+        }
+    }
+
+    #[test]
+    fn a_deleted_timer_never_fires_though_its_window_stays() {
+        let global: Arc<dyn WindowAssigner<u8>> = Arc::new(GlobalWindows);
+        // Timers at 1000 and 1100 are deleted by the next elements, and the watermark passes
+        // them (1150) before the live one (1200): nothing fires. 5000 moves the timer to 6000,
+        // which watermark 6500 fires with all four elements; 5100 comes after it, alone, and
+        // fires at the end of the input.
+        let input = [(0, WATERMARK_MIN), (100, WATERMARK_MIN), (200, WATERMARK_MIN), (5_000, 1_150), (5_100, 6_500)];
+        let (rows, late) = run(global, Some(Arc::new(QuietFor1s)), 0, &input);
+        let window = (i64::MIN, i64::MAX);
+        assert_eq!(rows, vec![(window.0, window.1, 4), (window.0, window.1, 1)]);
+        assert!(late.is_empty());
     }
 
     /// Feeds `(time, stamp, now)` elements of one key, then ends the input; returns the firings
