@@ -35,6 +35,7 @@
 mod assigner;
 mod evictor;
 mod function;
+mod key_index;
 mod operator;
 mod sliced;
 mod trigger;

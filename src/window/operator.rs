@@ -16,8 +16,8 @@
 //! still never early; which elements count as late can then depend on timing — as it does in Flink.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hash};
+use std::collections::{BTreeSet, BinaryHeap};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -25,12 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use super::assigner::WindowAssigner;
 use super::function::WindowLogic;
+use super::key_index::{KeyId, KeyIndex, hash_key};
 use super::trigger::{TimerRequest, Trigger, TriggerContext, TriggerResult, TriggerState};
 use super::{Window, WindowResult};
 use crate::error::Result;
 use crate::runtime::{Emit, KeyedEngine};
+use crate::state::key_group;
 use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
-use crate::state::{LookupHasher, key_group};
 use crate::time::{Record, WATERMARK_MAX, WATERMARK_MIN};
 
 /// How a window operator is configured.
@@ -61,9 +62,6 @@ enum Domain {
     Event,
     Processing,
 }
-
-/// Keys are interned: the operator's ordered structures hold a small integer, never the key.
-type KeyId = u32;
 
 #[derive(Serialize, Deserialize)]
 struct Entry<C> {
@@ -120,8 +118,9 @@ pub struct WindowCounts {
 pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     settings: WindowSettings<D>,
     logic: L,
-    /// Key → id; looked up, never iterated.
-    key_ids: HashMap<K, KeyId, BuildHasherDefault<LookupHasher>>,
+    /// Key → id (keys are interned: the operator's ordered structures hold a small integer,
+    /// never the key); looked up, never iterated.
+    key_ids: KeyIndex,
     /// Id → key, and id → state.
     key_values: Vec<K>,
     keys: Vec<KeyState<L::Contents>>,
@@ -167,7 +166,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         WindowCore {
             settings,
             logic,
-            key_ids: HashMap::default(),
+            key_ids: KeyIndex::default(),
             key_values: Vec::new(),
             keys: Vec::new(),
             emptied: Vec::new(),
@@ -207,24 +206,26 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         self.processing_queue.first().map(|(time, ..)| *time)
     }
 
-    fn intern(&mut self, key: K) -> KeyId {
-        if let Some(&id) = self.key_ids.get(&key) {
+    /// The id of `key`, whose hash is `hash`, made if new.
+    fn intern(&mut self, key: K, hash: u64) -> KeyId {
+        let key_values = &self.key_values;
+        if let Some(id) = self.key_ids.find(hash, |id| key_values[id as usize] == key) {
             return id;
         }
         let id = match self.free_ids.pop() {
             Some(id) => {
-                self.key_values[id as usize] = key.clone();
+                self.key_values[id as usize] = key;
                 self.keys[id as usize] = KeyState::default();
                 id
             }
             None => {
                 let id = KeyId::try_from(self.key_values.len()).expect("at most 2^32 keys per worker");
-                self.key_values.push(key.clone());
+                self.key_values.push(key);
                 self.keys.push(KeyState::default());
                 id
             }
         };
-        self.key_ids.insert(key, id);
+        self.key_ids.insert(hash, id);
         id
     }
 
@@ -233,9 +234,12 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     fn release_emptied(&mut self) {
         for id in std::mem::take(&mut self.emptied_before) {
             let state = &self.keys[id as usize];
-            let key = &self.key_values[id as usize];
-            if state.windows.is_empty() && state.timers.is_empty() && self.key_ids.get(key) == Some(&id) {
-                self.key_ids.remove(key);
+            if !(state.windows.is_empty() && state.timers.is_empty()) {
+                continue;
+            }
+            let hash = hash_key(&self.key_values[id as usize]);
+            if self.key_ids.find(hash, |candidate| candidate == id).is_some() {
+                self.key_ids.remove(hash, id);
                 self.free_ids.push(id);
             }
         }
@@ -318,6 +322,19 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         now_ms: i64,
         emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) -> Result<()> {
+        let hash = hash_key(&key);
+        self.on_hashed_element(key, hash, record, now_ms, emit)
+    }
+
+    /// [`on_element`](Self::on_element) with the key's hash.
+    fn on_hashed_element(
+        &mut self,
+        key: K,
+        hash: u64,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
+    ) -> Result<()> {
         if self.settings.per_record_watermarks {
             self.advance_watermark(record.watermark_ms, now_ms, emit);
         }
@@ -334,7 +351,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             self.assigned = assigned;
             return Err(error);
         }
-        let key = self.intern(key);
+        let key = self.intern(key, hash);
         let mut accepted = false;
         for window in assigned.iter().copied() {
             let window = if self.settings.assigner.is_merging() {
@@ -715,7 +732,7 @@ where
     ) -> std::result::Result<(), SnapshotError> {
         let mut restored: Vec<KeySnapshot<K, L::Contents>> = decode_key_groups(snapshots, key_groups)?;
         restored.sort_by(|a, b| a.key.cmp(&b.key));
-        self.key_ids.clear();
+        self.key_ids = KeyIndex::default();
         self.key_values.clear();
         self.keys.clear();
         self.emptied.clear();
@@ -726,7 +743,8 @@ where
         self.processing_queue.clear();
         self.watermark_ms = WATERMARK_MIN;
         for snapshot in restored {
-            let id = self.intern(snapshot.key);
+            let hash = hash_key(&snapshot.key);
+            let id = self.intern(snapshot.key, hash);
             for timer in &snapshot.timers {
                 match timer.domain {
                     Domain::Event => {
@@ -763,6 +781,30 @@ impl<K: crate::api::Key, D: 'static, L: WindowLogic<K, D>> KeyedEngine<K, D> for
         emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) -> Result<()> {
         WindowCore::on_element(self, key, record, now_ms, emit)
+    }
+
+    fn on_element_announced(
+        &mut self,
+        key: K,
+        hash: u64,
+        record: Record<D>,
+        now_ms: i64,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
+    ) -> Result<()> {
+        // The token of `prefetch_far` is the key's hash.
+        self.on_hashed_element(key, hash, record, now_ms, emit)
+    }
+
+    fn prefetch_far(&self, key: &K) -> u64 {
+        // As in the sliced operator: the index slot now, the key's state a few records later.
+        self.key_ids.announce(key)
+    }
+
+    fn prefetch_near(&self, hash: u64) {
+        if let Some(id) = self.key_ids.candidate(hash) {
+            crate::runtime::prefetch_memory(&self.keys[id as usize]);
+            crate::runtime::prefetch_memory(&self.key_values[id as usize]);
+        }
     }
 
     fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {

@@ -22,7 +22,7 @@
 //! list. No key needs a timer of its own, and firing and dropping read the lists front to back.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -31,10 +31,11 @@ use smallvec::SmallVec;
 
 use super::assigner::window_start_with_offset;
 use super::function::AggregateFunction;
+use super::key_index::{KeyId, KeyIndex, hash_key};
 use super::operator::{WindowCounts, WindowEmit};
 use super::{Window, WindowResult};
+use crate::state::key_group;
 use crate::state::snapshot::{SnapshotError, SnapshotKind, decode_key_groups, encode};
-use crate::state::{LookupHasher, key_group};
 use crate::time::{Record, WATERMARK_MIN};
 
 /// Which windows a sliced operator computes: windows of `size_ms` starting every `slide_ms` at
@@ -52,8 +53,6 @@ pub struct SliceSpec {
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
-
-type KeyId = u32;
 
 /// Slices a key keeps without a heap allocation: a tumbling window's key rarely has more than its
 /// open window and the next one.
@@ -204,7 +203,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             if !self.is_key_empty(key) {
                 continue;
             }
-            let hash = Self::hash(&self.keys[key as usize].key);
+            let hash = hash_key(&self.keys[key as usize].key);
             if self.key_ids.find(hash, |id| id == key).is_some() {
                 self.key_ids.remove(hash, key);
                 self.free_ids.push(key);
@@ -465,13 +464,9 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
     }
 
-    fn hash(key: &K) -> u64 {
-        BuildHasherDefault::<LookupHasher>::default().hash_one(key)
-    }
-
     /// Processes one element of `key`.
     pub fn on_element(&mut self, key: K, record: Record<D>, emit: &mut WindowEmit<'_, K, D, A::Output>) {
-        let hash = Self::hash(&key);
+        let hash = hash_key(&key);
         self.on_hashed_element(key, hash, record, emit);
     }
 
@@ -586,109 +581,6 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 }
 
-/// Key ids by hash: an open-addressing table of 8-byte slots, probed linearly. A `HashMap<K, KeyId>`
-/// keeps a copy of every key in its entries, a table of ten thousand keys as large as the cache
-/// and a miss per record; these slots stay cached, and the one key compared is the key's own
-/// state, which the record needs next anyway.
-#[derive(Default)]
-struct KeyIndex {
-    /// `0` is empty; otherwise the high 32 bits of the key's hash, then `id + 1`. The position is
-    /// taken from the same 32 bits, so growing needs no key.
-    slots: Vec<u64>,
-    len: usize,
-}
-
-impl KeyIndex {
-    fn tag(hash: u64) -> u64 {
-        hash >> 32
-    }
-
-    /// The id whose key `is_key` accepts, among those with this hash.
-    fn find(&self, hash: u64, is_key: impl Fn(KeyId) -> bool) -> Option<KeyId> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let tag = Self::tag(hash);
-        let mut at = tag as usize & mask;
-        loop {
-            let slot = self.slots[at];
-            if slot == 0 {
-                return None;
-            }
-            // The low half is `id + 1`, at most `u32::MAX`.
-            let id = (slot as u32).wrapping_sub(1);
-            if slot >> 32 == tag && is_key(id) {
-                return Some(id);
-            }
-            at = (at + 1) & mask;
-        }
-    }
-
-    /// Starts loading the slot where the search for `hash` begins.
-    fn prefetch(&self, hash: u64) {
-        if !self.slots.is_empty() {
-            crate::runtime::prefetch_memory(&self.slots[Self::tag(hash) as usize & (self.slots.len() - 1)]);
-        }
-    }
-
-    /// The first id whose slot has the tag of `hash`: the key's id, if the key is in the table and
-    /// no other key before it shares its tag.
-    fn candidate(&self, hash: u64) -> Option<KeyId> {
-        self.find(hash, |_| true)
-    }
-
-    /// Adds `id` (not in the table) under `hash`.
-    fn insert(&mut self, hash: u64, id: KeyId) {
-        // At most half full, so probes stay short.
-        if (self.len + 1) * 2 > self.slots.len() {
-            let size = (self.slots.len() * 2).max(64);
-            let old = std::mem::replace(&mut self.slots, vec![0; size]);
-            for slot in old.into_iter().filter(|slot| *slot != 0) {
-                self.place(slot);
-            }
-        }
-        let id_plus_one = u64::from(id.checked_add(1).expect("at most 2^32 - 1 keys per worker"));
-        self.place((Self::tag(hash) << 32) | id_plus_one);
-        self.len += 1;
-    }
-
-    /// Removes `id`, which is in the table under `hash`. Linear probing has no tombstones: the
-    /// slots after the hole that may live in it move back (backward-shift deletion), so every
-    /// probe still ends at its first empty slot.
-    fn remove(&mut self, hash: u64, id: KeyId) {
-        let mask = self.slots.len() - 1;
-        let target = (Self::tag(hash) << 32) | (u64::from(id) + 1);
-        let mut hole = Self::tag(hash) as usize & mask;
-        while self.slots[hole] != target {
-            assert_ne!(self.slots[hole], 0, "key id {id} is not in the index");
-            hole = (hole + 1) & mask;
-        }
-        let mut next = (hole + 1) & mask;
-        while self.slots[next] != 0 {
-            let home = (self.slots[next] >> 32) as usize & mask;
-            // The slot at `next` may move to the hole if the hole lies on its probe path, from
-            // its home up to where it is.
-            if (hole.wrapping_sub(home) & mask) < (next.wrapping_sub(home) & mask) {
-                self.slots[hole] = self.slots[next];
-                hole = next;
-            }
-            next = (next + 1) & mask;
-        }
-        self.slots[hole] = 0;
-        self.len -= 1;
-    }
-
-    fn place(&mut self, slot: u64) {
-        let mask = self.slots.len() - 1;
-        let mut at = (slot >> 32) as usize & mask;
-        while self.slots[at] != 0 {
-            at = (at + 1) & mask;
-        }
-        self.slots[at] = slot;
-    }
-}
-
 /// One key's slices in a snapshot.
 #[derive(Serialize, Deserialize)]
 struct KeySlices<K, A> {
@@ -746,7 +638,7 @@ where
         self.next_due = i64::MAX;
         self.set_watermark(WATERMARK_MIN);
         for snapshot in restored {
-            let hash = Self::hash(&snapshot.key);
+            let hash = hash_key(&snapshot.key);
             let id = self.intern(snapshot.key, hash);
             for (start, _) in &snapshot.slices {
                 self.list_in_slice(id, *start);
@@ -819,9 +711,7 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
         // With thousands of keys, the index slot and the key's state are each a cache miss that
         // the record would otherwise wait for: load the slot now, the state (which the slot's tag
         // points to) a few records later. A tag shared by two keys only loads the wrong state.
-        let hash = Self::hash(key);
-        self.key_ids.prefetch(hash);
-        hash
+        self.key_ids.announce(key)
     }
 
     fn prefetch_near(&self, hash: u64) {
@@ -877,38 +767,6 @@ mod tests {
         (rows, late)
     }
 
-    proptest! {
-        /// The key index finds exactly the ids inserted and not removed, whatever the order and
-        /// however many hashes collide (few distinct hashes force long probe runs).
-        #[test]
-        fn the_key_index_is_a_map(operations in proptest::collection::vec((0u64..24, any::<bool>()), 1..400)) {
-            let mut index = KeyIndex::default();
-            let mut model: std::collections::BTreeMap<u64, KeyId> = Default::default();
-            for (number, (key, insert)) in operations.into_iter().enumerate() {
-                // The tag is the hash's high half; a few distinct tags collide in the table.
-                let hash = (key % 7) << 40 | key;
-                let found = index.find(hash, |id| model.get(&key) == Some(&id));
-                prop_assert_eq!(found, model.get(&key).copied());
-                match (insert, model.get(&key).copied()) {
-                    (true, None) => {
-                        index.insert(hash, number as KeyId);
-                        model.insert(key, number as KeyId);
-                    }
-                    (false, Some(id)) => {
-                        index.remove(hash, id);
-                        model.remove(&key);
-                    }
-                    _ => {}
-                }
-                prop_assert_eq!(index.len, model.len());
-            }
-            for (key, id) in model {
-                let hash = (key % 7) << 40 | key;
-                prop_assert_eq!(index.find(hash, |candidate| candidate == id), Some(id));
-            }
-        }
-    }
-
     #[test]
     fn keys_that_come_and_go_release_their_ids() {
         // A new key every 10 ms for 10 000 ms of windows of 100 ms: a few keys are live at once,
@@ -923,7 +781,7 @@ mod tests {
         core.advance_watermark(i64::MAX, &mut emit);
         assert_eq!(results.len(), 2_000, "each key's element is in two windows");
         assert!(core.keys.len() < 40, "{} key ids for ~11 live keys", core.keys.len());
-        assert!(core.is_empty() && core.key_ids.len < 40);
+        assert!(core.is_empty() && core.key_ids.len() < 40);
     }
 
     /// `(key, time, stamp)` with non-decreasing stamps, as one source produces them.
