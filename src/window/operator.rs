@@ -79,6 +79,18 @@ struct Timer {
     from_ms: i64,
 }
 
+impl Timer {
+    /// Whether this is the timer at `time_ms` of `window` in `domain`: a key has at most one.
+    fn is(&self, domain: Domain, time_ms: i64, window: &Window) -> bool {
+        self.domain == domain && self.time_ms == time_ms && self.window == *window
+    }
+
+    /// This event-time timer of `key` as an entry of the event queue.
+    fn queued(&self, key: KeyId) -> Reverse<EventTimer> {
+        Reverse((self.from_ms, self.time_ms, key, self.window))
+    }
+}
+
 /// The windows and timers of one key. A key has few of each (one tumbling window, `size / slide`
 /// sliding windows), so small vectors beat ordered maps here.
 struct KeyState<C> {
@@ -197,8 +209,8 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
 
     /// Whether no window and no timer is left.
     pub fn is_empty(&self) -> bool {
-        self.processing_queue.is_empty()
-            && self.keys.iter().all(|state| state.windows.is_empty() && state.timers.is_empty())
+        // The keys' timers are the truth; every queued timer that is not deleted is among them.
+        self.keys.iter().all(|state| state.windows.is_empty() && state.timers.is_empty())
     }
 
     /// The earliest pending processing-time timer, if any.
@@ -275,12 +287,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             }
             self.event_queue.pop();
             let live = self.keys.get(key as usize).is_some_and(|state| {
-                state.timers.iter().any(|timer| {
-                    timer.domain == Domain::Event
-                        && timer.time_ms == time
-                        && timer.window == window
-                        && timer.from_ms == from
-                })
+                state.timers.iter().any(|timer| timer.is(Domain::Event, time, &window) && timer.from_ms == from)
             });
             if !live {
                 continue;
@@ -535,13 +542,9 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         now_ms: i64,
         emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) {
-        let state = &mut self.keys[key as usize];
-        let before = state.timers.len();
-        state.timers.retain(|timer| !(timer.domain == domain && timer.time_ms == time_ms && timer.window == window));
-        if domain == Domain::Event {
-            self.event_timers_live -= before - state.timers.len();
-        }
-        let Some(entry) = state.entry(&window) else { return };
+        // Already taken off its queue.
+        self.take_timer(key, domain, time_ms, &window);
+        let Some(entry) = self.keys[key as usize].entry(&window) else { return };
         self.requests.clear();
         let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
         let result = match domain {
@@ -569,22 +572,9 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     }
 
     fn remove_timers(&mut self, key: KeyId, window: &Window) {
-        let processing_queue = &mut self.processing_queue;
-        let mut event_timers_removed = 0;
-        self.keys[key as usize].timers.retain(|timer| {
-            if timer.window != *window {
-                return true;
-            }
-            match timer.domain {
-                // Its queue entry is skipped when it comes up (see `event_queue`).
-                Domain::Event => event_timers_removed += 1,
-                Domain::Processing => {
-                    processing_queue.remove(&(timer.time_ms, key, *window));
-                }
-            }
-            false
-        });
-        self.event_timers_live -= event_timers_removed;
+        while let Some(timer) = self.keys[key as usize].timers.iter().find(|timer| timer.window == *window).copied() {
+            self.delete_timer(key, window, timer.domain, timer.time_ms);
+        }
     }
 
     fn register_cleanup_timer(&mut self, key: KeyId, window: &Window, watermark_ms: i64) {
@@ -613,20 +603,37 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             _ => time_ms,
         };
         let state = &mut self.keys[key as usize];
-        if state.timers.iter().any(|t| t.domain == domain && t.time_ms == time_ms && t.window == *window) {
+        if state.timers.iter().any(|timer| timer.is(domain, time_ms, window)) {
             return;
         }
-        state.timers.push(Timer { domain, time_ms, window: *window, from_ms });
-        match domain {
+        let timer = Timer { domain, time_ms, window: *window, from_ms };
+        state.timers.push(timer);
+        self.enqueue(key, &timer);
+        self.compact_event_queue();
+    }
+
+    /// Puts `key`'s `timer`, which its list holds, on the queue of its domain.
+    fn enqueue(&mut self, key: KeyId, timer: &Timer) {
+        match timer.domain {
             Domain::Event => {
                 self.event_timers_live += 1;
-                self.event_queue.push(Reverse((from_ms, time_ms, key, *window)));
-                self.compact_event_queue();
+                self.event_queue.push(timer.queued(key));
             }
             Domain::Processing => {
-                self.processing_queue.insert((time_ms, key, *window));
+                self.processing_queue.insert((timer.time_ms, key, timer.window));
             }
         }
+    }
+
+    /// Takes the timer at `time_ms` of `window` in `domain` off `key`'s list, the truth about
+    /// which timers exist; its queue entry is the caller's business.
+    fn take_timer(&mut self, key: KeyId, domain: Domain, time_ms: i64, window: &Window) -> Option<Timer> {
+        let timers = &mut self.keys[key as usize].timers;
+        let index = timers.iter().position(|timer| timer.is(domain, time_ms, window))?;
+        if domain == Domain::Event {
+            self.event_timers_live -= 1;
+        }
+        Some(timers.swap_remove(index))
     }
 
     /// Rebuilds the event-time queue from the keys' timers once deleted ones outnumber the live
@@ -640,7 +647,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         let mut live = Vec::with_capacity(self.event_timers_live);
         for (id, state) in self.keys.iter().enumerate() {
             for timer in state.timers.iter().filter(|timer| timer.domain == Domain::Event) {
-                live.push(Reverse((timer.from_ms, timer.time_ms, id as KeyId, timer.window)));
+                live.push(timer.queued(id as KeyId));
             }
         }
         debug_assert_eq!(live.len(), self.event_timers_live, "the live count is the keys' event timers");
@@ -648,19 +655,9 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     }
 
     fn delete_timer(&mut self, key: KeyId, window: &Window, domain: Domain, time_ms: i64) {
-        let state = &mut self.keys[key as usize];
-        let Some(index) =
-            state.timers.iter().position(|t| t.domain == domain && t.time_ms == time_ms && t.window == *window)
-        else {
-            return;
-        };
-        state.timers.swap_remove(index);
-        match domain {
-            // Its queue entry is skipped when it comes up (see `event_queue`).
-            Domain::Event => self.event_timers_live -= 1,
-            Domain::Processing => {
-                self.processing_queue.remove(&(time_ms, key, *window));
-            }
+        // An event timer's queue entry stays, and is skipped when it comes up (see `event_queue`).
+        if self.take_timer(key, domain, time_ms, window).is_some() && domain == Domain::Processing {
+            self.processing_queue.remove(&(time_ms, key, *window));
         }
     }
 
@@ -746,15 +743,7 @@ where
             let hash = hash_key(&snapshot.key);
             let id = self.intern(snapshot.key, hash);
             for timer in &snapshot.timers {
-                match timer.domain {
-                    Domain::Event => {
-                        self.event_timers_live += 1;
-                        self.event_queue.push(Reverse((timer.from_ms, timer.time_ms, id, timer.window)));
-                    }
-                    Domain::Processing => {
-                        self.processing_queue.insert((timer.time_ms, id, timer.window));
-                    }
-                }
+                self.enqueue(id, timer);
             }
             self.keys[id as usize] = KeyState { windows: snapshot.windows, timers: snapshot.timers };
         }
