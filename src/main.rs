@@ -389,6 +389,26 @@ struct SimArgs {
     trace: Option<PathBuf>,
 }
 
+/// Bytes of freed memory glibc's allocator keeps at the top of each heap instead of giving them
+/// back to the system (`M_TOP_PAD`; glibc's default is 128 KiB).
+///
+/// A window operator hands each firing's results downstream as one vector of hundreds of
+/// kilobytes, and the sink frees it a moment later. With the default, freeing one often gave its
+/// pages back, and allocating the next faulted them in again: 23 000 page faults and a tenth of
+/// the CSV window job's CPU time, and more peak memory than with the pages kept. Pages kept this
+/// way count in the resident size only once they were touched, so the peak does not grow by it.
+const HEAP_TOP_PAD_BYTES: i32 = 64 << 20;
+
+/// Sets [`HEAP_TOP_PAD_BYTES`] where the allocator is glibc's.
+fn keep_freed_heap_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called before any thread exists; `mallopt` only sets an allocator parameter, and a
+    // refused value (it returns 0) leaves glibc's default, which is correct, only slower.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, HEAP_TOP_PAD_BYTES);
+    }
+}
+
 fn main() -> ExitCode {
     // Like every Unix tool, end quietly when the reader of our output goes away
     // (`flowlab gen | head`), instead of panicking on the failed write.
@@ -396,6 +416,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    keep_freed_heap_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo_command(&args),

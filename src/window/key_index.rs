@@ -131,6 +131,74 @@ impl KeyIndex {
     }
 }
 
+/// Idle keys are never released while there are at most this many.
+pub(super) const IDLE_KEYS_MIN: usize = 16;
+
+/// Counts an operator's *idle* keys, those interned but holding nothing (no slice, no window),
+/// and says when to give their ids back.
+///
+/// A stream whose keys come and go (auctions, users' sessions) would otherwise keep every key it
+/// ever saw. But a key released too early comes back, and is hashed, looked up and interned
+/// again: over tumbling windows with about a record per key per window, a third of the keys
+/// miss each window, and right after a window is dropped nearly every key is idle. So idle keys
+/// are released all at once, in one walk over the ids, when they are more than twice the most
+/// busy keys seen lately (and more than twice [`IDLE_KEYS_MIN`]). A steady set of keys is then
+/// never released, a stream of passing keys keeps about three times its busy keys, and each
+/// release costs about one step per key that went idle.
+#[derive(Default)]
+pub(super) struct IdleKeys {
+    idle: usize,
+    /// Idle keys the last release kept (the operator still needed them).
+    kept: usize,
+    /// The most busy keys at once, lately: raised when a key turns busy, lowered by an eighth at
+    /// every [`due`](Self::due).
+    busy_peak: usize,
+}
+
+impl IdleKeys {
+    /// A key was interned, holding nothing yet; or a busy key let go of its last state.
+    pub(super) fn turned_idle(&mut self) {
+        self.idle += 1;
+    }
+
+    /// An idle key got state, while `ids_in_use` ids are interned.
+    pub(super) fn turned_busy(&mut self, ids_in_use: usize) {
+        assert!(self.idle > 0, "a key turned busy without an idle key");
+        self.idle -= 1;
+        self.busy_peak = self.busy_peak.max(ids_in_use - self.idle);
+    }
+
+    /// Whether to release the idle keys now; asked after each batch of state was dropped.
+    pub(super) fn due(&mut self) -> bool {
+        self.busy_peak -= self.busy_peak / 8;
+        self.idle > self.kept + 2 * self.busy_peak.max(IDLE_KEYS_MIN)
+    }
+
+    /// Releases every id in `0..ids` that is not free already and whose key `idle_hash` finds
+    /// releasable (it returns the key's hash): out of `index`, onto `free_ids`.
+    pub(super) fn release(
+        &mut self,
+        index: &mut KeyIndex,
+        free_ids: &mut Vec<KeyId>,
+        ids: usize,
+        mut idle_hash: impl FnMut(KeyId) -> Option<u64>,
+    ) {
+        let mut free = vec![false; ids];
+        for &id in free_ids.iter() {
+            free[id as usize] = true;
+        }
+        for id in (0..ids).filter(|&id| !free[id]) {
+            let id = id as KeyId;
+            if let Some(hash) = idle_hash(id) {
+                index.remove(hash, id);
+                free_ids.push(id);
+                self.idle -= 1;
+            }
+        }
+        self.kept = self.idle;
+    }
+}
+
 #[cfg(test)]
 impl KeyIndex {
     /// How many ids the index holds.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::assigner::WindowAssigner;
 use super::function::WindowLogic;
-use super::key_index::{KeyId, KeyIndex, hash_key};
+use super::key_index::{IdleKeys, KeyId, KeyIndex, hash_key};
 use super::trigger::{TimerRequest, Trigger, TriggerContext, TriggerResult, TriggerState};
 use super::{Window, WindowResult};
 use crate::error::Result;
@@ -136,12 +136,9 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     /// Id → key, and id → state.
     key_values: Vec<K>,
     keys: Vec<KeyState<L::Contents>>,
-    /// Keys whose last window was cleared during the last watermark advance, and during the one
-    /// before: a key still empty (no window, no timer) an advance later is released and its id
-    /// reused. Without it a stream whose keys come and go (auctions, users' sessions) would keep
-    /// every key it ever saw; with the delay, keys that come back at once keep their place.
-    emptied: Vec<KeyId>,
-    emptied_before: Vec<KeyId>,
+    /// Keys without a window, released (their ids reused) now and then, once they have no
+    /// timer either.
+    idle: IdleKeys,
     /// Ids of released keys, reused by new ones.
     free_ids: Vec<KeyId>,
     /// Event-time timers by `(may fire from, time, key, window)`, smallest first: the firing
@@ -181,8 +178,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             key_ids: KeyIndex::default(),
             key_values: Vec::new(),
             keys: Vec::new(),
-            emptied: Vec::new(),
-            emptied_before: Vec::new(),
+            idle: IdleKeys::default(),
             free_ids: Vec::new(),
             event_queue: BinaryHeap::new(),
             event_timers_live: 0,
@@ -238,24 +234,21 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             }
         };
         self.key_ids.insert(hash, id);
+        self.idle.turned_idle();
         id
     }
 
-    /// Releases the keys emptied two advances ago that are still empty (and still theirs: an id
-    /// may be listed twice), and ages the list of the last one.
-    fn release_emptied(&mut self) {
-        for id in std::mem::take(&mut self.emptied_before) {
-            let state = &self.keys[id as usize];
-            if !(state.windows.is_empty() && state.timers.is_empty()) {
-                continue;
-            }
-            let hash = hash_key(&self.key_values[id as usize]);
-            if self.key_ids.find(hash, |candidate| candidate == id).is_some() {
-                self.key_ids.remove(hash, id);
-                self.free_ids.push(id);
-            }
+    /// After windows were cleared: releases the keys without a window or timer, if
+    /// [`IdleKeys::due`].
+    fn release_idle_keys(&mut self) {
+        if !self.idle.due() {
+            return;
         }
-        self.emptied_before = std::mem::take(&mut self.emptied);
+        let (keys, key_values) = (&self.keys, &self.key_values);
+        self.idle.release(&mut self.key_ids, &mut self.free_ids, keys.len(), |id| {
+            let state = &keys[id as usize];
+            (state.windows.is_empty() && state.timers.is_empty()).then(|| hash_key(&key_values[id as usize]))
+        });
     }
 
     fn cleanup_time(&self, window: &Window) -> i64 {
@@ -298,7 +291,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         }
         self.watermark_ms = watermark_ms;
         if fired {
-            self.release_emptied();
+            self.release_idle_keys();
         }
     }
 
@@ -316,7 +309,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             fired = true;
         }
         if fired {
-            self.release_emptied();
+            self.release_idle_keys();
         }
     }
 
@@ -373,8 +366,12 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
                 window
             };
             accepted = true;
+            let ids_in_use = self.keys.len() - self.free_ids.len();
             let state = &mut self.keys[key as usize];
             if state.entry(&window).is_none() {
+                if state.windows.is_empty() {
+                    self.idle.turned_busy(ids_in_use);
+                }
                 state.windows.push(Entry { window, contents: None, trigger_state: Default::default() });
             }
             let entry = state.entry(&window).expect("inserted above");
@@ -564,11 +561,11 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             self.requests.clear();
             let mut ctx = TriggerContext::new(watermark_ms, now_ms, &mut entry.trigger_state, &[], &mut self.requests);
             self.settings.trigger.clear(window, &mut ctx);
+            if self.keys[key as usize].windows.is_empty() {
+                self.idle.turned_idle();
+            }
         }
         self.remove_timers(key, window);
-        if self.keys[key as usize].windows.is_empty() {
-            self.emptied.push(key);
-        }
     }
 
     fn remove_timers(&mut self, key: KeyId, window: &Window) {
@@ -732,8 +729,7 @@ where
         self.key_ids = KeyIndex::default();
         self.key_values.clear();
         self.keys.clear();
-        self.emptied.clear();
-        self.emptied_before.clear();
+        self.idle = IdleKeys::default();
         self.free_ids.clear();
         self.event_queue.clear();
         self.event_timers_live = 0;
@@ -744,6 +740,9 @@ where
             let id = self.intern(snapshot.key, hash);
             for timer in &snapshot.timers {
                 self.enqueue(id, timer);
+            }
+            if !snapshot.windows.is_empty() {
+                self.idle.turned_busy(self.keys.len());
             }
             self.keys[id as usize] = KeyState { windows: snapshot.windows, timers: snapshot.timers };
         }
@@ -870,8 +869,11 @@ mod tests {
         core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
         assert_eq!(results.len(), 1_000);
         assert!(results.iter().all(|result| result.value.value == 2));
-        assert!(core.key_values.len() < 40, "{} key ids for ~11 live keys", core.key_values.len());
-        assert!(core.is_empty() && core.key_ids.len() < 40);
+        // At most 11 keys have a session at once, and at most twice `max(busy, IDLE_KEYS_MIN)`
+        // are idle before they are released.
+        let bound = 11 + 2 * crate::window::key_index::IDLE_KEYS_MIN.max(11) + 1;
+        assert!(core.key_values.len() <= bound, "{} key ids for ~11 live keys", core.key_values.len());
+        assert!(core.is_empty() && core.key_ids.len() <= bound);
     }
 
     #[test]

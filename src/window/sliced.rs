@@ -31,7 +31,7 @@ use smallvec::SmallVec;
 
 use super::assigner::window_start_with_offset;
 use super::function::AggregateFunction;
-use super::key_index::{KeyId, KeyIndex, hash_key};
+use super::key_index::{IdleKeys, KeyId, KeyIndex, hash_key};
 use super::operator::{WindowCounts, WindowEmit};
 use super::{Window, WindowResult};
 use crate::state::key_group;
@@ -82,12 +82,8 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     function: Arc<A>,
     key_ids: KeyIndex,
     keys: Vec<KeyState<K, A::Accumulator>>,
-    /// Keys left with nothing (no slice, nothing pending) by the last slice dropped, and those of
-    /// the one before: a key still empty one slice drop later is released and its id
-    /// reused, so a stream whose keys come and go keeps only the live ones, while a key that
-    /// comes back at once (every key of a tumbling window) keeps its place.
-    emptied: Vec<KeyId>,
-    emptied_before: Vec<KeyId>,
+    /// Keys without a slice, released (their ids reused) now and then.
+    idle: IdleKeys,
     /// Ids of released keys.
     free_ids: Vec<KeyId>,
     /// `(slice start, the keys with an accumulator in that slice, in the order they got it)`, by
@@ -131,8 +127,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             function,
             key_ids: KeyIndex::default(),
             keys: Vec::new(),
-            emptied: Vec::new(),
-            emptied_before: Vec::new(),
+            idle: IdleKeys::default(),
             free_ids: Vec::new(),
             slice_keys: VecDeque::new(),
             cursor: i64::MIN,
@@ -184,32 +179,25 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             }
         };
         self.key_ids.insert(hash, id);
+        self.idle.turned_idle();
         id
     }
 
-    /// Whether `key` has nothing: no slice, no pending element.
-    fn is_key_empty(&self, key: KeyId) -> bool {
-        let state = &self.keys[key as usize];
-        state.slices.is_empty()
-            && (self.pending.is_empty() || self.pending.values().all(|(pending_key, ..)| *pending_key != key))
-    }
-
-    /// Releases the keys emptied two slice drops ago that are still empty (and still theirs: an
-    /// id may be listed twice), and ages the list of the last one.
-    fn release_emptied(&mut self) {
-        for key in std::mem::take(&mut self.emptied_before) {
-            // Most keys are back (a tumbling window's keys come again in the next): ask that
-            // first, and hash only the keys that stayed away.
-            if !self.is_key_empty(key) {
-                continue;
-            }
-            let hash = hash_key(&self.keys[key as usize].key);
-            if self.key_ids.find(hash, |id| id == key).is_some() {
-                self.key_ids.remove(hash, key);
-                self.free_ids.push(key);
-            }
+    /// After a slice drop: releases the keys without a slice or pending element, if
+    /// [`IdleKeys::due`].
+    fn release_idle_keys(&mut self) {
+        if !self.idle.due() {
+            return;
         }
-        self.emptied_before = std::mem::take(&mut self.emptied);
+        let mut pending = vec![false; self.keys.len()];
+        for (id, ..) in self.pending.values() {
+            pending[*id as usize] = true;
+        }
+        let keys = &self.keys;
+        self.idle.release(&mut self.key_ids, &mut self.free_ids, keys.len(), |id| {
+            let state = &keys[id as usize];
+            (state.slices.is_empty() && !pending[id as usize]).then(|| hash_key(&state.key))
+        });
     }
 
     fn window_at(&self, start: i64) -> Window {
@@ -394,7 +382,6 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     fn fire_and_drop_oldest(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         let window = self.window_at(start);
         let (_, keys) = self.slice_keys.pop_front().expect("the oldest slice is this window's");
-        self.release_emptied();
         for (index, &key) in keys.iter().enumerate() {
             self.prefetch_listed(&keys, index);
             let accumulator = self.take_oldest_slice(key, start);
@@ -404,10 +391,11 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 self.emit_result(key, window, stamp_ms, &accumulator, emit);
             }
         }
+        self.release_idle_keys();
     }
 
-    /// Removes `key`'s oldest slice, which starts at `slice`, and notes the key if that left it
-    /// with nothing.
+    /// Removes `key`'s oldest slice, which starts at `slice`, and counts the key idle if that
+    /// was its last.
     // Inlined by hand, as `emit_result`: once per key and dropped slice.
     #[inline(always)]
     fn take_oldest_slice(&mut self, key: KeyId, slice: i64) -> A::Accumulator {
@@ -415,8 +403,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         // Slices go oldest first, and each key's slices are in start order.
         assert_eq!(slices.first().map(|(start, _)| *start), Some(slice), "a dropped slice is its key's oldest");
         let (_, accumulator) = slices.remove(0);
-        if self.is_key_empty(key) {
-            self.emptied.push(key);
+        if slices.is_empty() {
+            self.idle.turned_idle();
         }
         accumulator
     }
@@ -456,11 +444,11 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 break;
             }
             let (_, keys) = self.slice_keys.pop_front().expect("looked at");
-            self.release_emptied();
             for (index, &key) in keys.iter().enumerate() {
                 self.prefetch_listed(&keys, index);
                 self.take_oldest_slice(key, slice);
             }
+            self.release_idle_keys();
         }
     }
 
@@ -533,6 +521,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms)
         };
         let function = &*self.function;
+        let ids_in_use = self.keys.len() - self.free_ids.len();
         let slices = &mut self.keys[key as usize].slices;
         let mut new_slice = false;
         match slices.last_mut() {
@@ -543,6 +532,9 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 match position {
                     Some(index) if slices[index].0 == slice_start => fold(function, &mut slices[index].1),
                     _ => {
+                        if slices.is_empty() {
+                            self.idle.turned_busy(ids_in_use);
+                        }
                         let mut accumulator = function.create_accumulator();
                         fold(function, &mut accumulator);
                         slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
@@ -631,8 +623,7 @@ where
         self.keys.clear();
         self.slice_keys.clear();
         self.cursor = i64::MIN;
-        self.emptied.clear();
-        self.emptied_before.clear();
+        self.idle = IdleKeys::default();
         self.free_ids.clear();
         self.pending.clear();
         self.next_due = i64::MAX;
@@ -643,8 +634,12 @@ where
             for (start, _) in &snapshot.slices {
                 self.list_in_slice(id, *start);
             }
+            let ids_in_use = self.keys.len();
             let state = &mut self.keys[id as usize];
             state.slices = snapshot.slices.into_iter().collect();
+            if !state.slices.is_empty() {
+                self.idle.turned_busy(ids_in_use);
+            }
             state.next_start = snapshot.next_start;
             for (stamp_ms, time_ms, accumulator) in snapshot.pending {
                 self.pending.insert((stamp_ms, self.pending_count), (id, time_ms, accumulator));
@@ -780,8 +775,38 @@ mod tests {
         }
         core.advance_watermark(i64::MAX, &mut emit);
         assert_eq!(results.len(), 2_000, "each key's element is in two windows");
-        assert!(core.keys.len() < 40, "{} key ids for ~11 live keys", core.keys.len());
-        assert!(core.is_empty() && core.key_ids.len() < 40);
+        // A key's slice lives until its second window is dropped: at most 16 keys are live at
+        // once, and at most twice `max(live, IDLE_KEYS_MIN)` are idle before they are released.
+        let bound = 16 + 2 * super::super::key_index::IDLE_KEYS_MIN.max(16) + 1;
+        assert!(core.keys.len() <= bound, "{} key ids for at most 16 live keys", core.keys.len());
+        assert!(core.is_empty() && core.key_ids.len() <= bound);
+    }
+
+    #[test]
+    fn a_steady_set_of_keys_is_never_released() {
+        // 1 000 keys, each with one element per tumbling window of 1 000 ms at a time of its own:
+        // right after a window is dropped nearly every key is idle, and a third of them miss
+        // each window, yet they come back. No key is released, so none is interned again.
+        let spec = SliceSpec { size_ms: 1_000, slide_ms: 1_000, offset_ms: 0 };
+        let mut core: SlicedCore<u64, i64, Sum> = SlicedCore::new(spec, 0, true, Arc::new(Sum));
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        let mut elements = 0;
+        for window in 0..50i64 {
+            for key in 0..1_000u64 {
+                // Key `k` misses every third window after its first (k % 3 decides which).
+                if window > 0 && (window + key as i64) % 3 == 0 {
+                    continue;
+                }
+                let time_ms = window * 1_000 + (key as i64 * 7) % 1_000;
+                core.on_element(key, Record::new(time_ms, window * 1_000 - 1, 1), &mut emit);
+                elements += 1;
+            }
+        }
+        core.advance_watermark(i64::MAX, &mut emit);
+        assert_eq!(results.len(), elements, "one element per key and window");
+        assert_eq!(core.keys.len(), 1_000, "one id per key");
+        assert!(core.free_ids.is_empty(), "{} keys were released", core.free_ids.len());
     }
 
     /// `(key, time, stamp)` with non-decreasing stamps, as one source produces them.
@@ -798,8 +823,48 @@ mod tests {
         })
     }
 
+    /// `(key, time, stamp)` of up to 120 keys over time that moves on (about 40 ms per element,
+    /// up to a second out of order): keys come, go idle and come back, so both operators release
+    /// idle keys and intern them again.
+    fn flowing_input() -> impl Strategy<Value = Vec<(u8, i64, i64)>> {
+        prop::collection::vec((0u8..120, 0i64..2_000, 0i64..80), 0..600).prop_map(|raw| {
+            let (mut stamp, mut now) = (i64::MIN, 0);
+            raw.into_iter()
+                .map(|(key, jitter, step)| {
+                    now += step;
+                    let time = now + jitter - 1_000;
+                    let row = (key, time, stamp);
+                    stamp = stamp.max(time - 1_000);
+                    row
+                })
+                .collect()
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Many keys that come and go, so that idle keys are released and their ids reused: the
+        /// sliced operator still gives exactly the general operator's firings and late elements.
+        #[test]
+        fn releasing_idle_keys_changes_no_result(
+            input in flowing_input(),
+            size in 1i64..6,
+            slide in 1i64..6,
+            lateness in prop::sample::select(vec![0i64, 300]),
+        ) {
+            let assigner = SlidingWindows::new(size * 100, slide * 100, 0, TimeDomain::EventTime).unwrap();
+            let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
+            let sliced = run(SlicedCore::new(spec, lateness, true, Arc::new(Sum)), &input);
+            let settings = WindowSettings {
+                trigger: WindowAssigner::<i64>::default_trigger(&assigner),
+                assigner: Arc::new(assigner) as Arc<dyn WindowAssigner<i64>>,
+                allowed_lateness_ms: lateness,
+                per_record_watermarks: true,
+            };
+            let general = run(WindowCore::new(settings, Aggregating(Arc::new(Sum))), &input);
+            prop_assert_eq!(sliced, general);
+        }
 
         /// The sliced operator gives exactly the general operator's firings and late elements,
         /// for every size/slide ratio (also size < slide, with gaps), offset and lateness.
