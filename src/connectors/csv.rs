@@ -240,6 +240,8 @@ fn parse_plain_line(line: &[u8]) -> Option<(&str, i64, i64)> {
 /// its bytes: the fields and the line's length with its line end. `None` whenever
 /// `parse_plain_line` would be (and more: a line without its line end in `bytes`, a key with
 /// bytes beyond ASCII), for the general path to take the line.
+// Inlined: returned through memory, its fields were read back before the stores had landed.
+#[inline(always)]
 fn parse_plain_line_at(bytes: &[u8]) -> Option<((&str, i64, i64), usize)> {
     let key_length = bytes.iter().take_while(|&&b| b != b',' && b != b'\n' && b.is_ascii()).count();
     let key = &bytes[..key_length];

@@ -205,11 +205,25 @@ struct Digest {
 }
 
 fn hash_result(key: &CompactKey, start: i64, end: i64, count: u64, sum: i64) -> u64 {
-    digest_words(key.as_bytes(), &[start as u64, end as u64, count, sum as u64])
+    digest_key(key, &[start as u64, end as u64, count, sum as u64])
 }
 
 fn hash_late(key: &CompactKey, time_ms: i64, value: i64) -> u64 {
-    digest_words(key.as_bytes(), &[u64::from(b'L'), time_ms as u64, value as u64])
+    digest_key(key, &[u64::from(b'L'), time_ms as u64, value as u64])
+}
+
+/// [`digest_words`] of a key's bytes: an inline key's (up to 15 bytes, zero-padded) are read as
+/// two whole words instead of byte by byte, which is the same value for a fifth of the cost.
+fn digest_key(key: &CompactKey, numbers: &[u64]) -> u64 {
+    let Some(bytes) = key.inline_bytes() else {
+        return digest_words(key.as_bytes(), numbers);
+    };
+    let low = u64::from_le_bytes(bytes[..8].try_into().expect("an inline key has 15 bytes"));
+    let mut high = [0u8; 8];
+    high[..7].copy_from_slice(&bytes[8..]);
+    let words = [low, u64::from_le_bytes(high)];
+    let len = key.len();
+    digest_parts(len, words[..len.div_ceil(8)].iter().copied(), numbers)
 }
 
 /// A fixed hash of a key and some numbers. Both engines hash every result — tens of millions
@@ -220,6 +234,16 @@ fn hash_late(key: &CompactKey, time_ms: i64, value: i64) -> u64 {
 /// goes through splitmix64's finaliser once, which keeps the sum of hashes over all results from
 /// being linear in the fields: two different outputs cannot balance out by swapping fields.
 fn digest_words(bytes: &[u8], numbers: &[u64]) -> u64 {
+    // A short chunk's word is put together from its bytes in registers: copied into a zeroed
+    // array and loaded back whole, it stalled on store forwarding once per result.
+    let words = bytes.chunks(8).map(|chunk| chunk.iter().rev().fold(0u64, |word, &byte| (word << 8) | u64::from(byte)));
+    digest_parts(bytes.len(), words, numbers)
+}
+
+/// [`digest_words`] of `len` bytes given as their little-endian 8-byte words (the last one
+/// zero-padded).
+#[inline(always)]
+fn digest_parts(len: usize, words: impl Iterator<Item = u64>, numbers: &[u64]) -> u64 {
     const SEED: u64 = 0x0123_4567_89ab_cdef;
     const STEP: u64 = 0x9e37_79b9_7f4a_7c15;
     let mix = |position: u64, word: u64| {
@@ -227,11 +251,8 @@ fn digest_words(bytes: &[u8], numbers: &[u64]) -> u64 {
         let product = u128::from(word ^ salt) * u128::from(salt | 1);
         (product as u64) ^ ((product >> 64) as u64)
     };
-    let mut sum = mix(0, bytes.len() as u64);
-    // A short chunk's word is put together from its bytes in registers: copied into a zeroed
-    // array and loaded back whole, it stalled on store forwarding once per result.
-    for (position, chunk) in (1..).zip(bytes.chunks(8)) {
-        let word = chunk.iter().rev().fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
+    let mut sum = mix(0, len as u64);
+    for (position, word) in (1..).zip(words) {
         sum = sum.wrapping_add(mix(position, word));
     }
     // Numbers from a fixed position on: a key's length decides how many words it takes, and its
@@ -741,6 +762,12 @@ mod tests {
     }
 
     proptest! {
+        /// Keys are digested word by word when inline and byte by byte otherwise: the same value.
+        #[test]
+        fn a_key_digests_as_its_bytes(key in "\\PC{0,20}", numbers in proptest::collection::vec(any::<u64>(), 0..5)) {
+            prop_assert_eq!(digest_key(&CompactKey::new(&key), &numbers), digest_words(key.as_bytes(), &numbers));
+        }
+
         /// The digest is what `bench` compares the two engines by, so it must see a change to any
         /// field of any row, and also two rows trading a field (which a hash linear in the fields
         /// would miss: the sum over both rows stays the same), and not see the order of rows.
