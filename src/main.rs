@@ -394,10 +394,11 @@ struct SimArgs {
 ///
 /// A window operator hands each firing's results downstream as one vector of hundreds of
 /// kilobytes, and the sink frees it a moment later. With the default, freeing one often gave its
-/// pages back, and allocating the next faulted them in again: 23 000 page faults and a tenth of
-/// the CSV window job's CPU time, and more peak memory than with the pages kept. Pages kept this
-/// way count in the resident size only once they were touched, so the peak does not grow by it.
-const HEAP_TOP_PAD_BYTES: i32 = 64 << 20;
+/// pages back, and allocating the next faulted them in again: 23 000 page faults in the CSV
+/// window job and over 500 000 in a sliding `bench window` run, a tenth of their CPU time. 4 MiB
+/// still left a sliding run 350 000 faults; 16 MiB leaves 2 000, and adds nothing to the peak
+/// memory of a million keys (64 MiB added 36 MB to it).
+const HEAP_TOP_PAD_BYTES: i32 = 16 << 20;
 
 /// Sets [`HEAP_TOP_PAD_BYTES`] where the allocator is glibc's.
 fn keep_freed_heap_memory() {
