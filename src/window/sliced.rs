@@ -777,7 +777,7 @@ mod tests {
         assert_eq!(results.len(), 2_000, "each key's element is in two windows");
         // A key's slice lives until its second window is dropped: at most 16 keys are live at
         // once, and at most twice `max(live, IDLE_KEYS_MIN)` are idle before they are released.
-        let bound = 16 + 2 * super::super::key_index::IDLE_KEYS_MIN.max(16) + 1;
+        let bound = 16 + 2 * crate::window::key_index::IDLE_KEYS_MIN.max(16) + 1;
         assert!(core.keys.len() <= bound, "{} key ids for at most 16 live keys", core.keys.len());
         assert!(core.is_empty() && core.key_ids.len() <= bound);
     }
@@ -823,6 +823,25 @@ mod tests {
         })
     }
 
+    /// What the sliced operator and the general one with the default trigger give for `input`
+    /// over the windows of `assigner`.
+    fn sliced_and_general(
+        assigner: SlidingWindows,
+        lateness: i64,
+        input: &[(u8, i64, i64)],
+    ) -> ((Rows, Vec<i64>), (Rows, Vec<i64>)) {
+        let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
+        let sliced = run(SlicedCore::new(spec, lateness, true, Arc::new(Sum)), input);
+        let settings = WindowSettings {
+            trigger: WindowAssigner::<i64>::default_trigger(&assigner),
+            assigner: Arc::new(assigner) as Arc<dyn WindowAssigner<i64>>,
+            allowed_lateness_ms: lateness,
+            per_record_watermarks: true,
+        };
+        let general = run(WindowCore::new(settings, Aggregating(Arc::new(Sum))), input);
+        (sliced, general)
+    }
+
     /// `(key, time, stamp)` of up to 120 keys over time that moves on (about 40 ms per element,
     /// up to a second out of order): keys come, go idle and come back, so both operators release
     /// idle keys and intern them again.
@@ -854,15 +873,7 @@ mod tests {
             lateness in prop::sample::select(vec![0i64, 300]),
         ) {
             let assigner = SlidingWindows::new(size * 100, slide * 100, 0, TimeDomain::EventTime).unwrap();
-            let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
-            let sliced = run(SlicedCore::new(spec, lateness, true, Arc::new(Sum)), &input);
-            let settings = WindowSettings {
-                trigger: WindowAssigner::<i64>::default_trigger(&assigner),
-                assigner: Arc::new(assigner) as Arc<dyn WindowAssigner<i64>>,
-                allowed_lateness_ms: lateness,
-                per_record_watermarks: true,
-            };
-            let general = run(WindowCore::new(settings, Aggregating(Arc::new(Sum))), &input);
+            let (sliced, general) = sliced_and_general(assigner, lateness, &input);
             prop_assert_eq!(sliced, general);
         }
 
@@ -882,15 +893,7 @@ mod tests {
             let (size_ms, slide_ms) = (size * 100, slide * 100);
             let offset_ms = (offset_steps * 100) % slide_ms;
             let assigner = SlidingWindows::new(size_ms, slide_ms, offset_ms, TimeDomain::EventTime).unwrap();
-            let spec = WindowAssigner::<i64>::slicing(&assigner).unwrap();
-            let sliced = run(SlicedCore::new(spec, lateness, true, Arc::new(Sum)), &input);
-            let settings = WindowSettings {
-                trigger: WindowAssigner::<i64>::default_trigger(&assigner),
-                assigner: Arc::new(assigner) as Arc<dyn WindowAssigner<i64>>,
-                allowed_lateness_ms: lateness,
-                per_record_watermarks: true,
-            };
-            let general = run(WindowCore::new(settings, Aggregating(Arc::new(Sum))), &input);
+            let (sliced, general) = sliced_and_general(assigner, lateness, &input);
             prop_assert_eq!(sliced, general);
         }
     }
