@@ -119,6 +119,8 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
         let mut batch: Vec<(i64, D)> = Vec::with_capacity(context.source_batch_max);
         // The batch's records, stamped with their watermarks.
         let mut stamped: Vec<Record<D>> = Vec::with_capacity(context.source_batch_max);
+        // The watermark before each record of the batch.
+        let mut stamps: Vec<i64> = Vec::with_capacity(context.source_batch_max);
         // The capability times of the batches still on their way to the sinks, oldest first.
         let mut in_flight: VecDeque<Time> = VecDeque::new();
         let mut last_record_at_ms = context.clock.now_ms();
@@ -214,8 +216,11 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                     in_flight.push_back(*held.time());
                 }
                 let mut regressed = None;
-                for (time_ms, value) in batch.drain(..) {
-                    stamped.push(Record { time_ms, watermark_ms, value });
+                // The stamps first, then the records in one `extend`: pushed one by one, each
+                // record was put together aside and read back before its stores had landed.
+                stamps.clear();
+                for &(time_ms, _) in batch.iter() {
+                    stamps.push(watermark_ms);
                     generator.on_event(time_ms);
                     let next_ms = generator.current_watermark();
                     if next_ms < watermark_ms {
@@ -224,6 +229,14 @@ pub(crate) fn watermarked_source<'scope, D: Data>(
                     }
                     watermark_ms = next_ms;
                 }
+                let taken = stamps.len();
+                stamped.extend(
+                    batch.drain(..).take(taken).zip(stamps.iter()).map(|((time_ms, value), &watermark_ms)| Record {
+                        time_ms,
+                        watermark_ms,
+                        value,
+                    }),
+                );
                 // The batch goes as one message: handing timely record by record copied each
                 // into its own buffers. Timely takes the vector and may leave anything in it.
                 output.session(&*held).give_container(&mut stamped);
