@@ -296,13 +296,39 @@ pub fn render_rows(rows: &[WindowRow<'_>], aggregates: &[Aggregate]) -> String {
 }
 
 /// `render_row` into bytes, without the formatting machinery: the file writer renders millions
-/// of rows. Same text. The numbers are written into a row on the stack and the row is appended
-/// once, since appending each number on its own cost a `memmove` call per number.
+/// of rows. Same text.
 fn render_row_bytes(out: &mut Vec<u8>, key: &[u8], start: i64, end: i64, stats: Stats, aggregates: &[Aggregate]) {
-    // Room for a short key, two numbers and four aggregates (a number is at most 20 bytes after
-    // its comma) and the line end; more is written in parts.
+    render_row_in_window(out, key, &RowBounds::new(start, end), stats, aggregates);
+}
+
+/// A row's `,start,end`, rendered once for all the rows of a window.
+struct RowBounds {
+    text: [u8; RowBounds::LENGTH_MAX],
+    len: usize,
+}
+
+impl RowBounds {
+    /// Two commas and two numbers of at most 20 bytes.
+    const LENGTH_MAX: usize = 42;
+
+    fn new(start: i64, end: i64) -> Self {
+        let mut text = [0u8; Self::LENGTH_MAX];
+        text[0] = b',';
+        let at = put_integer(&mut text, 1, start);
+        text[at] = b',';
+        let len = put_integer(&mut text, at + 1, end);
+        RowBounds { text, len }
+    }
+}
+
+/// [`render_row_bytes`] with the window's bounds rendered already. The row is put together on
+/// the stack and appended once, since appending each part on its own cost a `memmove` call per
+/// part; the bounds are copied whole (a fixed size, no call) and the row goes on after their end.
+fn render_row_in_window(out: &mut Vec<u8>, key: &[u8], bounds: &RowBounds, stats: Stats, aggregates: &[Aggregate]) {
+    // Room for a short key, the bounds, four aggregates (a number is at most 20 bytes after its
+    // comma) and the line end; more is written in parts.
     const KEY_INLINE_MAX: usize = 32;
-    let mut row = [0u8; KEY_INLINE_MAX + 6 * 21 + 1];
+    let mut row = [0u8; KEY_INLINE_MAX + RowBounds::LENGTH_MAX + 4 * 21 + 1];
     let mut at = 0;
     if key.len() <= KEY_INLINE_MAX {
         row[..key.len()].copy_from_slice(key);
@@ -310,8 +336,9 @@ fn render_row_bytes(out: &mut Vec<u8>, key: &[u8], start: i64, end: i64, stats: 
     } else {
         out.extend_from_slice(key);
     }
-    let aggregates = aggregates.iter().map(|aggregate| aggregate_value(stats, *aggregate));
-    for number in [start, end].into_iter().chain(aggregates) {
+    row[at..at + RowBounds::LENGTH_MAX].copy_from_slice(&bounds.text);
+    at += bounds.len;
+    for number in aggregates.iter().map(|aggregate| aggregate_value(stats, *aggregate)) {
         if at + 22 > row.len() {
             out.extend_from_slice(&row[..at]);
             at = 0;
@@ -492,10 +519,11 @@ impl SortedRows {
         }
         let Some((start, end)) = window else { return Some(0) };
         self.packed.sort_unstable();
+        let bounds = RowBounds::new(start, end);
         for place in &self.packed {
             // The low 32 bits are the arrival index.
             let result = &self.pending[*place as u32 as usize];
-            render_row_bytes(&mut self.text, result.key.as_bytes(), start, end, result.value, &self.sink.aggregates);
+            render_row_in_window(&mut self.text, result.key.as_bytes(), &bounds, result.value, &self.sink.aggregates);
         }
         Some(self.packed.len())
     }

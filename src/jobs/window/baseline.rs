@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::io::Write;
 
-use super::{Aggregate, Stats, WindowJob, WindowSpec, header, render_row_bytes};
+use super::{Aggregate, RowBounds, Stats, WindowJob, WindowSpec, header, render_row_in_window};
 use crate::connectors::BadLinePolicy;
 use crate::connectors::csv::{parse_line_fields, trim_line_end};
 use crate::error::{Error, Result};
@@ -183,10 +183,10 @@ fn fire(
         }
         at += run;
     }
-    let end = window.start.saturating_add(size_ms);
+    let bounds = RowBounds::new(window.start, window.start.saturating_add(size_ms));
     for (_, id) in order {
         let stats = std::mem::replace(&mut window.stats[id as usize], Stats::EMPTY);
-        render_row_bytes(text, names[id as usize].as_bytes(), window.start, end, stats, aggregates);
+        render_row_in_window(text, names[id as usize].as_bytes(), &bounds, stats, aggregates);
         *rows += 1;
     }
     window.keys.clear();
