@@ -427,6 +427,8 @@ struct SortedRows {
     order: Vec<(i64, u128, usize, i64, usize)>,
     /// The same for a flush of one window (see `render_one_window`).
     packed: Vec<u128>,
+    /// The same when every key of that window is short.
+    packed_short: Vec<u64>,
     text: Vec<u8>,
 }
 
@@ -438,6 +440,7 @@ impl SortedRows {
             pending_end_min: i64::MAX,
             order: Vec::new(),
             packed: Vec::new(),
+            packed_short: Vec::new(),
             text: Vec::new(),
         }
     }
@@ -500,12 +503,14 @@ impl SortedRows {
         }
         self.packed.clear();
         let mut window = None;
+        let mut longest = 0;
         for (index, result) in self.pending.iter().enumerate() {
             let bounds = row_bounds(result, count_windows);
             if !is_final(bounds.1) {
                 continue;
             }
             let length = result.key.len();
+            longest = longest.max(length);
             let bytes = result.key.inline_bytes().filter(|_| length <= KEY_MAX)?;
             if *window.get_or_insert(bounds) != bounds {
                 return None;
@@ -518,12 +523,31 @@ impl SortedRows {
             self.packed.push((u128::from(high) << 64) | (u128::from(low) << 32) | u128::from(index as u32));
         }
         let Some((start, end)) = window else { return Some(0) };
-        self.packed.sort_unstable();
         let bounds = RowBounds::new(start, end);
-        for place in &self.packed {
-            // The low 32 bits are the arrival index.
-            let result = &self.pending[*place as u32 as usize];
-            render_row_in_window(&mut self.text, result.key.as_bytes(), &bounds, result.value, &self.sink.aggregates);
+        let render = |text: &mut Vec<u8>, index: usize| {
+            let result = &self.pending[index];
+            render_row_in_window(text, result.key.as_bytes(), &bounds, result.value, &self.sink.aggregates);
+        };
+        // Keys of at most 5 bytes (`k0` to `k99999`) and fewer than 2^20 rows: the same order in
+        // a `u64` — key bytes 0..5, the length in 4 bits, the index in 20 — which sorts faster.
+        const SHORT_KEY_MAX: usize = 5;
+        const SHORT_INDEX_BITS: u32 = 20;
+        if longest <= SHORT_KEY_MAX && self.pending.len() < 1 << SHORT_INDEX_BITS {
+            self.packed_short.clear();
+            self.packed_short.extend(self.packed.iter().map(|&place| {
+                let (high, length, index) = ((place >> 64) as u64, (place >> 32) as u8, place as u32);
+                ((high >> 24) << 24) | (u64::from(length) << SHORT_INDEX_BITS) | u64::from(index)
+            }));
+            self.packed_short.sort_unstable();
+            for place in &self.packed_short {
+                render(&mut self.text, (place & ((1 << SHORT_INDEX_BITS) - 1)) as usize);
+            }
+        } else {
+            self.packed.sort_unstable();
+            for place in &self.packed {
+                // The low 32 bits are the arrival index.
+                render(&mut self.text, *place as u32 as usize);
+            }
         }
         Some(self.packed.len())
     }
