@@ -147,6 +147,8 @@ pub(super) const IDLE_KEYS_MIN: usize = 16;
 /// release costs about one step per key that went idle.
 #[derive(Default)]
 pub(super) struct IdleKeys {
+    /// Keys interned and not released.
+    interned: usize,
     idle: usize,
     /// Idle keys the last release kept (the operator still needed them).
     kept: usize,
@@ -156,16 +158,22 @@ pub(super) struct IdleKeys {
 }
 
 impl IdleKeys {
-    /// A key was interned, holding nothing yet; or a busy key let go of its last state.
+    /// A key was interned, holding nothing yet.
+    pub(super) fn interned(&mut self) {
+        self.interned += 1;
+        self.idle += 1;
+    }
+
+    /// A busy key let go of its last state.
     pub(super) fn turned_idle(&mut self) {
         self.idle += 1;
     }
 
-    /// An idle key got state, while `ids_in_use` ids are interned.
-    pub(super) fn turned_busy(&mut self, ids_in_use: usize) {
+    /// An idle key got state.
+    pub(super) fn turned_busy(&mut self) {
         assert!(self.idle > 0, "a key turned busy without an idle key");
         self.idle -= 1;
-        self.busy_peak = self.busy_peak.max(ids_in_use - self.idle);
+        self.busy_peak = self.busy_peak.max(self.interned - self.idle);
     }
 
     /// Whether to release the idle keys now; asked after each batch of state was dropped.
@@ -193,6 +201,7 @@ impl IdleKeys {
                 index.remove(hash, id);
                 free_ids.push(id);
                 self.idle -= 1;
+                self.interned -= 1;
             }
         }
         self.kept = self.idle;

@@ -234,7 +234,7 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             }
         };
         self.key_ids.insert(hash, id);
-        self.idle.turned_idle();
+        self.idle.interned();
         id
     }
 
@@ -366,11 +366,10 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
                 window
             };
             accepted = true;
-            let ids_in_use = self.keys.len() - self.free_ids.len();
             let state = &mut self.keys[key as usize];
             if state.entry(&window).is_none() {
                 if state.windows.is_empty() {
-                    self.idle.turned_busy(ids_in_use);
+                    self.idle.turned_busy();
                 }
                 state.windows.push(Entry { window, contents: None, trigger_state: Default::default() });
             }
@@ -742,7 +741,7 @@ where
                 self.enqueue(id, timer);
             }
             if !snapshot.windows.is_empty() {
-                self.idle.turned_busy(self.keys.len());
+                self.idle.turned_busy();
             }
             self.keys[id as usize] = KeyState { windows: snapshot.windows, timers: snapshot.timers };
         }

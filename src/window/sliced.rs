@@ -179,7 +179,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             }
         };
         self.key_ids.insert(hash, id);
-        self.idle.turned_idle();
+        self.idle.interned();
         id
     }
 
@@ -521,7 +521,6 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms)
         };
         let function = &*self.function;
-        let ids_in_use = self.keys.len() - self.free_ids.len();
         let slices = &mut self.keys[key as usize].slices;
         let mut new_slice = false;
         match slices.last_mut() {
@@ -533,7 +532,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                     Some(index) if slices[index].0 == slice_start => fold(function, &mut slices[index].1),
                     _ => {
                         if slices.is_empty() {
-                            self.idle.turned_busy(ids_in_use);
+                            self.idle.turned_busy();
                         }
                         let mut accumulator = function.create_accumulator();
                         fold(function, &mut accumulator);
@@ -634,11 +633,10 @@ where
             for (start, _) in &snapshot.slices {
                 self.list_in_slice(id, *start);
             }
-            let ids_in_use = self.keys.len();
             let state = &mut self.keys[id as usize];
             state.slices = snapshot.slices.into_iter().collect();
             if !state.slices.is_empty() {
-                self.idle.turned_busy(ids_in_use);
+                self.idle.turned_busy();
             }
             state.next_start = snapshot.next_start;
             for (stamp_ms, time_ms, accumulator) in snapshot.pending {
