@@ -76,6 +76,16 @@ impl CompactKey {
         }
     }
 
+    /// [`inline_bytes`](Self::inline_bytes) zero-padded to 16 bytes, as two little-endian words:
+    /// a short key's bytes read whole, without a per-byte loop.
+    pub fn inline_words(&self) -> Option<(u64, u64)> {
+        let bytes = self.inline_bytes()?;
+        let low = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let mut high = [0u8; 8];
+        high[..Self::INLINE_MAX - 8].copy_from_slice(&bytes[8..]);
+        Some((low, u64::from_le_bytes(high)))
+    }
+
     /// The key's text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
@@ -262,6 +272,7 @@ mod tests {
             let bytes = CompactKey::new(&text[..len]).inline_bytes().copied().expect("inline");
             assert_eq!(&bytes[..len], &text.as_bytes()[..len], "{len} bytes");
             assert!(bytes[len..].iter().all(|byte| *byte == 0), "{len} bytes: {bytes:?}");
+            assert_eq!(CompactKey::new(&text[..len]).inline_words(), Some(padded_words(&text.as_bytes()[..len])));
         }
     }
 

@@ -215,13 +215,10 @@ fn hash_late(key: &CompactKey, time_ms: i64, value: i64) -> u64 {
 /// [`digest_words`] of a key's bytes: an inline key's (up to 15 bytes, zero-padded) are read as
 /// two whole words instead of byte by byte, which is the same value for a fifth of the cost.
 fn digest_key(key: &CompactKey, numbers: &[u64]) -> u64 {
-    let Some(bytes) = key.inline_bytes() else {
+    let Some((low, high)) = key.inline_words() else {
         return digest_words(key.as_bytes(), numbers);
     };
-    let low = u64::from_le_bytes(bytes[..8].try_into().expect("an inline key has 15 bytes"));
-    let mut high = [0u8; 8];
-    high[..7].copy_from_slice(&bytes[8..]);
-    let words = [low, u64::from_le_bytes(high)];
+    let words = [low, high];
     let len = key.len();
     digest_parts(len, words[..len.div_ceil(8)].iter().copied(), numbers)
 }
