@@ -223,13 +223,12 @@ where
                 if !results.is_empty() {
                     OperatorMetrics::add(&metrics.records_out, results.len());
                     let capability = aligner.emitting(&results_capabilities);
-                    let sent = results.len();
                     // One message, not a copy of each result into timely's buffers. Timely takes
-                    // the vector and may leave anything in it: the next results get a new one of
-                    // the same size.
+                    // the vector and may leave anything in it. No new one is reserved here: a
+                    // firing of a million keys would hold two vectors of its size at once, and
+                    // the sliced operator reserves what a firing needs when it fires.
                     results_output.activate().session(capability).give_container(&mut results);
                     results.clear();
-                    results.reserve(sent);
                 }
                 if !late.is_empty() {
                     OperatorMetrics::add(&metrics.records_late, late.len());

@@ -361,6 +361,11 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     fn fire_window(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         let end = start.saturating_add(self.spec.size_ms);
         let mut at = self.slice_keys.partition_point(|(slice, _)| *slice < start);
+        // At least the keys of the window's longest slice list fire, bar those that fired it
+        // already (late firings): room for them up front, so that a firing of many keys does not
+        // copy its results each time the vector grows.
+        let listed_max = self.slice_keys.range(at..).take_while(|(slice, _)| *slice < end).map(|(_, keys)| keys.len());
+        emit.results.reserve(listed_max.max().unwrap_or(0));
         while at < self.slice_keys.len() && self.slice_keys[at].0 < end {
             let keys = std::mem::take(&mut self.slice_keys[at].1);
             for (index, &key) in keys.iter().enumerate() {
@@ -382,6 +387,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     fn fire_and_drop_oldest(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         let window = self.window_at(start);
         let (_, keys) = self.slice_keys.pop_front().expect("the oldest slice is this window's");
+        emit.results.reserve(keys.len());
         for (index, &key) in keys.iter().enumerate() {
             self.prefetch_listed(&keys, index);
             let accumulator = self.take_oldest_slice(key, start);
