@@ -1,14 +1,20 @@
 //! `WindowedStream`: a keyed stream cut into windows (Flink's `WindowedStream`), and the timely
 //! operator that runs a [`WindowCore`] per worker.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
-use super::{Data, Key, KeyedStream, OperatorKind, Stream};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator as _;
+
+use super::{Data, Key, KeyedStream, OperatorKind, Partitioning, Stream};
+use crate::metrics::OperatorMetrics;
 use crate::runtime::keyed_operator;
+use crate::time::Record;
 use crate::window::{
-    AggregateFunction, Aggregating, CountEvictor, CountTrigger, Evictor, GlobalWindows, ProcessWindowFunction,
-    Processing, PurgingTrigger, ReduceAggregate, SlicedCore, Trigger, WindowAssigner, WindowCore, WindowLogic,
-    WindowResult, WindowSettings,
+    AggregateFunction, Aggregating, CountEvictor, CountTrigger, Evictor, GlobalWindows, LocalFold, MergePartials,
+    Partial, ProcessWindowFunction, Processing, PurgingTrigger, ReduceAggregate, SlicedCore, Trigger, WindowAssigner,
+    WindowCore, WindowLogic, WindowResult, WindowSettings,
 };
 
 /// What a window operator produces: its results, and the elements too late for every window.
@@ -109,6 +115,43 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
         }
     }
 
+    /// [`aggregate`](Self::aggregate), with each worker folding its elements per key and slice
+    /// before the key exchange, and the window operator merging what it receives (Flink SQL's
+    /// local-global, or two-phase, aggregation: [`crate::window::LocalFold`] explains why the
+    /// results are the same). It spreads the work on a hot key over the workers that read it,
+    /// and far fewer records cross the exchange.
+    ///
+    /// It applies where the sliced operator does (event-time tumbling and sliding windows, the
+    /// default trigger, no evictor) on a stream that is not in source order (parallel source
+    /// instances, or a union). Anywhere else it is `aggregate`. `function`'s `merge` must agree
+    /// with its `add`, as for any sliced window.
+    pub fn aggregate_local_global<A>(self, function: A) -> WindowOutput<'scope, K, A::Output, D>
+    where
+        A: AggregateFunction<D>,
+        A::Accumulator: Data,
+    {
+        let spec = match (&self.trigger, &self.evictor, self.assigner.slicing()) {
+            (None, None, Some(spec)) if !self.keyed.stream().in_source_order => spec,
+            _ => return self.aggregate(function),
+        };
+        let function = Arc::new(function);
+        let key = self.keyed.key_fn();
+        let partials = fold_locally(self.keyed.stream(), LocalFold::new(spec, Arc::clone(&function)), Rc::clone(&key));
+        let keyed = partials.key_by(move |partial: &Partial<K, D, A::Accumulator>| match partial {
+            Partial::Element(element) => key(element),
+            Partial::Folded { key, .. } => key.clone(),
+        });
+        let core = SlicedCore::new(spec, self.allowed_lateness_ms, false, Arc::new(MergePartials(function)));
+        let name = format!("window {} [event time] aggregate (sliced, global)", self.assigner.name());
+        let (exchange, key) = (keyed.exchange(), keyed.key_fn());
+        let output = keyed_operator(keyed.stream().clone(), exchange, &name, OperatorKind::Window, key, core);
+        let late = output.late.map(|partial| match partial {
+            Partial::Element(element) => element,
+            Partial::Folded { .. } => unreachable!("a folded partial is on time for all its windows (see LocalFold)"),
+        });
+        WindowOutput { results: output.results, late: late.name("late elements") }
+    }
+
     /// Reduces each window with `reduce` (Flink's `reduce`).
     pub fn reduce(self, reduce: impl Fn(&D, &D) -> D + Send + Sync + 'static) -> WindowOutput<'scope, K, D, D> {
         self.aggregate_evicted(ReduceAggregate::new(reduce), false)
@@ -145,6 +188,34 @@ impl<'scope, K: Key, D: Data> WindowedStream<'scope, K, D> {
         let output = keyed_operator(self.keyed.stream().clone(), exchange, &name, OperatorKind::Window, key, core);
         WindowOutput { results: output.results, late: output.late }
     }
+}
+
+/// The local stage of [`WindowedStream::aggregate_local_global`]: `fold` applied to each batch of
+/// `stream` on its own worker, the results at the batch's time.
+fn fold_locally<'scope, K: Key, D: Data, A>(
+    stream: &Stream<'scope, D>,
+    mut fold: LocalFold<K, D, A>,
+    key: Rc<dyn Fn(&D) -> K>,
+) -> Stream<'scope, Partial<K, D, A::Accumulator>>
+where
+    A: AggregateFunction<D>,
+    A::Accumulator: Data,
+{
+    let name = "window pre-aggregate (local)";
+    let node = stream.env.add_node(name, OperatorKind::Window, &[(stream.node, Partitioning::Forward)]);
+    let metrics = stream.env.metrics(node, name);
+    let timely = stream.stream.clone().unary(Pipeline, name, move |_capability, _info| {
+        move |input, output| {
+            input.for_each(|time, batch: &mut Vec<Record<D>>| {
+                OperatorMetrics::add(&metrics.records_in, batch.len());
+                let mut partials = Vec::with_capacity(batch.len());
+                fold.fold_batch(batch, &*key, &mut partials);
+                OperatorMetrics::add(&metrics.records_out, partials.len());
+                output.session(&time).give_container(&mut partials);
+            });
+        }
+    });
+    Stream::new(stream.env.clone(), timely, node, false)
 }
 
 /// An aggregate over the elements left after eviction, computed when the window fires.

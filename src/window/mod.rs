@@ -36,6 +36,7 @@ mod assigner;
 mod evictor;
 mod function;
 mod key_index;
+mod local_global;
 mod operator;
 mod sliced;
 mod trigger;
@@ -46,6 +47,7 @@ pub use assigner::{
 };
 pub use evictor::{CountEvictor, Evictor, TimeEvictor};
 pub use function::{AggregateFunction, Aggregating, ProcessWindowFunction, Processing, ReduceAggregate, WindowLogic};
+pub use local_global::{LocalFold, MergePartials, Partial};
 pub use operator::{WindowCore, WindowCounts, WindowEmit, WindowSettings};
 pub use sliced::{SliceSpec, SlicedCore};
 pub use trigger::{

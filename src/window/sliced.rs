@@ -50,6 +50,27 @@ pub struct SliceSpec {
     pub offset_ms: i64,
 }
 
+impl SliceSpec {
+    /// The length of the slices: `gcd(size, slide)`, so that every element of a slice is in the
+    /// same windows.
+    pub fn slice_ms(&self) -> i64 {
+        gcd(self.size_ms, self.slide_ms)
+    }
+
+    /// The start of the earliest window containing `time_ms`, or `None` if no window does (a
+    /// gap between windows shorter than their slide) or it would start before `i64::MIN`.
+    pub fn first_window_start(&self, time_ms: i64) -> Option<i64> {
+        let last = window_start_with_offset(time_ms, self.offset_ms, self.slide_ms);
+        if last > time_ms || time_ms >= last.saturating_add(self.size_ms) {
+            return None;
+        }
+        // The windows containing the time start at `last`, `last - slide`, … down to the
+        // first start after `time - size`.
+        let steps = (last - time_ms + (self.size_ms - 1)) / self.slide_ms;
+        last.checked_sub(steps.checked_mul(self.slide_ms)?)
+    }
+}
+
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -120,7 +141,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         assert!(allowed_lateness_ms >= 0, "allowed lateness cannot be negative");
         SlicedCore {
             spec,
-            slice_ms: gcd(spec.size_ms, spec.slide_ms),
+            slice_ms: spec.slice_ms(),
             allowed_lateness_ms,
             per_record_watermarks,
             tumbling: spec.size_ms == spec.slide_ms,
