@@ -121,10 +121,11 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     watermark_ms: i64,
     /// `first_open_start(watermark_ms)`, kept with the watermark: every element needs it.
     open_start: i64,
-    /// Elements whose stamp excludes them from windows the operator's watermark has not passed
-    /// (a parallel source runs ahead of the others): `(stamp, arrival) → (key, time, the element
-    /// folded alone)`, added to their slices once the watermark reaches the stamp. Slices cannot
-    /// leave an element out of some of the windows they are part of.
+    /// Elements whose stamp excludes them from, or fires late, windows the operator's watermark
+    /// has not passed (a parallel source runs ahead of the others): `(stamp, arrival) → (key,
+    /// time, the element folded alone)`, added to their slices once the watermark reaches the
+    /// stamp. Slices cannot leave an element out of some of the windows they are part of, and a
+    /// window must fire on time without an element its stamp makes late.
     pending: BTreeMap<(i64, u64), (KeyId, i64, A::Accumulator)>,
     /// Elements made pending so far: their order among equal stamps.
     pending_count: u64,
@@ -504,8 +505,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             return;
         };
         let key = self.intern(key, hash);
-        if judged_ms > watermark_ms && self.windows_taking(time_ms, watermark_ms).map(|(first, _)| first) != Some(start)
-        {
+        if judged_ms > watermark_ms && self.fires_before_by_stamp(time_ms, start, last, judged_ms) {
             let mut accumulator = self.function.create_accumulator();
             self.function.add(&mut accumulator, &record.value);
             self.pending.insert((judged_ms, self.pending_count), (key, time_ms, accumulator));
@@ -513,6 +513,22 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             return;
         }
         self.add_to_slice(key, time_ms, start, last, |function, into| function.add(into, &record.value), emit);
+    }
+
+    /// Whether an element at `time_ms`, taken by the windows `start..=last` under its stamp
+    /// `judged_ms` (ahead of the operator's watermark), must wait until the watermark reaches the
+    /// stamp: some window of it ends between the two watermarks. Under the stamp that window has
+    /// fired (or been cleaned up) before the element arrives, so the element is left out of it,
+    /// or fires it again late; added now, it would be in its on-time firing instead, and the
+    /// result would depend on how far the other source instances had got.
+    fn fires_before_by_stamp(&self, time_ms: i64, start: i64, last: i64, judged_ms: i64) -> bool {
+        if self.windows_taking(time_ms, self.watermark_ms).map(|(first, _)| first) != Some(start) {
+            // A window cleaned up under the stamp but not yet under the watermark.
+            return true;
+        }
+        // The earliest window of the element the watermark has not reached.
+        let open = start.max(self.open_start);
+        open <= last && self.window_at(open).max_timestamp() <= judged_ms
     }
 
     /// The windows that take an element at `time_ms` under `watermark_ms`, as `(first start,
