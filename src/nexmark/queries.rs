@@ -110,9 +110,10 @@ pub struct HotItem {
 /// q5: count bids per auction in sliding windows (10 s every 2 s), then keep per window the
 /// auctions whose count is the window's maximum. The counts are aggregated local-global, as Flink
 /// SQL does with the reference configuration's mini-batches: each worker counts its bids per
-/// auction and slice before the exchange, which spreads the hot auction's bids over the workers. The second stage groups the first's results by
-/// window: each result is stamped at its window's last millisecond, so a tumbling window as long
-/// as the slide holds the results of exactly one sliding window.
+/// auction and slice before the exchange, which spreads the hot auction's bids over the workers.
+/// The second stage groups the first's results by window: each result is stamped at its window's
+/// last millisecond, so a tumbling window as long as the slide holds the results of exactly one
+/// sliding window.
 pub fn q5(events: Stream<'_, Event>) -> QueryOutput<'_, HotItem> {
     let counted = events
         .flat_map(|event| event.into_bid().map(CountedBid::from))

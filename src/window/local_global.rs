@@ -97,12 +97,13 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> LocalFold<K, D, A> {
     /// window it is in by its stamp `stamp_ms`, so that no window can fire before it is added:
     /// the end of its earliest window is after the stamp.
     fn foldable_slice(&mut self, time_ms: i64, stamp_ms: i64) -> Option<i64> {
+        if time_ms == i64::MIN {
+            // Flink's "no timestamp": the window operator reports it.
+            return None;
+        }
         let (start, _, max_timestamp) = match self.recent_slice {
             Some(slice @ (start, end, _)) if start <= time_ms && time_ms < end => slice,
             _ => {
-                if time_ms == i64::MIN {
-                    return None;
-                }
                 let first_window = self.spec.first_window_start(time_ms)?;
                 let start = window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms);
                 let end = start.checked_add(self.slice_ms)?;
