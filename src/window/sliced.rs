@@ -64,8 +64,15 @@ impl SliceSpec {
         if last > time_ms || time_ms >= last.saturating_add(self.size_ms) {
             return None;
         }
-        // The windows containing the time start at `last`, `last - slide`, … down to the
-        // first start after `time - size`.
+        self.earliest_start(last, time_ms)
+    }
+
+    /// Given `last`, the start of the latest window containing `time_ms` (or, in a gap, the
+    /// latest before it), the start of the earliest window ending after `time_ms`; `None` if it
+    /// would start before `i64::MIN`.
+    fn earliest_start(&self, last: i64, time_ms: i64) -> Option<i64> {
+        // The windows start at `last`, `last - slide`, … down to the first start after
+        // `time - size`.
         let steps = (last - time_ms + (self.size_ms - 1)) / self.slide_ms;
         last.checked_sub(steps.checked_mul(self.slide_ms)?)
     }
@@ -254,9 +261,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
 
     /// The start of the earliest window containing `time_ms`.
     fn first_start(&self, time_ms: i64) -> i64 {
-        let last = self.last_start(time_ms);
-        let steps = (last - (time_ms - self.spec.size_ms) - 1) / self.spec.slide_ms;
-        last - steps * self.spec.slide_ms
+        self.spec.earliest_start(self.last_start(time_ms), time_ms).unwrap_or(i64::MIN)
     }
 
     /// Adds `key` to the list of the slice starting at `slice`, which it has just entered.
