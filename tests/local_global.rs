@@ -20,7 +20,7 @@ use flowlab::api::Env;
 use flowlab::connectors::{CollectSink, CollectionSource};
 use flowlab::runtime::{JobConfig, execute};
 use flowlab::time::WatermarkStrategy;
-use flowlab::window::{AggregateFunction, SlidingWindows, TimeDomain, WindowResult};
+use flowlab::window::{AggregateFunction, EventTimeTrigger, SlidingWindows, TimeDomain, WindowResult};
 use proptest::prelude::*;
 
 /// `(key, value)`; its event time travels next to it.
@@ -64,6 +64,8 @@ struct Case {
     lateness_ms: i64,
     workers: usize,
     batch: usize,
+    /// Whether to run the general window operator (an explicit trigger) instead of the sliced one.
+    general: bool,
 }
 
 /// Runs the case, aggregating local-global or not: its rows, its late elements, and how many
@@ -83,7 +85,10 @@ fn run(case: &Case, local_global: bool) -> (Vec<Row>, Vec<(i64, Ev)>, u64) {
             .union(env.source(CollectionSource::new(second), WatermarkStrategy::bounded(second_bound)));
         let windows = SlidingWindows::new(case_in.size_ms, case_in.slide_ms, case_in.offset_ms, TimeDomain::EventTime)
             .expect("valid windows");
-        let windowed = merged.key_by(|(key, _): &Ev| *key).window(windows).allowed_lateness(case_in.lateness_ms);
+        let mut windowed = merged.key_by(|(key, _): &Ev| *key).window(windows).allowed_lateness(case_in.lateness_ms);
+        if case_in.general {
+            windowed = windowed.trigger(EventTimeTrigger);
+        }
         let output = if local_global { windowed.aggregate_local_global(StatsOf) } else { windowed.aggregate(StatsOf) };
         output
             .results
@@ -145,6 +150,7 @@ fn case() -> impl Strategy<Value = Case> {
             lateness_ms,
             workers,
             batch,
+            general: false,
         })
 }
 
@@ -173,9 +179,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// Without folding too, on a stream that is not in source order, the workers and batches
-    /// decide neither how many times a window fires nor what it ends with.
+    /// decide neither how many times a window fires nor what it ends with, in the sliced window
+    /// operator or the general one.
     #[test]
-    fn windows_fire_alike_on_any_workers_and_batches(case in case(), workers in 1usize..=3, batch in 1usize..64) {
+    fn windows_fire_alike_on_any_workers_and_batches(
+        case in case(),
+        workers in 1usize..=3,
+        batch in 1usize..64,
+        general in any::<bool>(),
+    ) {
+        let case = Case { general, ..case };
         let (rows, late, _) = run(&case, false);
         let (other_rows, other_late, _) = run(&Case { workers, batch, ..case.clone() }, false);
         prop_assert_eq!(other_late, late, "late elements differ");
@@ -198,6 +211,7 @@ fn a_hot_key_crosses_the_exchange_as_few_partials() {
         lateness_ms: 0,
         workers: 2,
         batch: 512,
+        general: false,
     };
     let (rows, late, elements) = run(&case, false);
     let (folded_rows, folded_late, partials) = run(&case, true);

@@ -16,7 +16,7 @@
 //! still never early; which elements count as late can then depend on timing — as it does in Flink.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -160,6 +160,12 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     /// the new one merges with (no allocation per element).
     session_windows: Vec<Window>,
     session_merged: Vec<Window>,
+    /// Elements of a parallel source held back until the watermark reaches their stamp
+    /// (`(stamp, arrival) → (key, element)`): by its stamp, a window the element fires late has
+    /// already fired on time, without it (see [`held_back`](Self::held_back)).
+    pending: BTreeMap<(i64, u64), (K, Record<D>)>,
+    /// Elements held back so far: their order among equal stamps.
+    pending_count: u64,
 }
 
 /// An event-time timer in the queue: `(may fire from, time, key, window)`.
@@ -190,6 +196,8 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             emitted: Vec::new(),
             session_windows: Vec::new(),
             session_merged: Vec::new(),
+            pending: BTreeMap::new(),
+            pending_count: 0,
         }
     }
 
@@ -203,10 +211,10 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         self.counts
     }
 
-    /// Whether no window and no timer is left.
+    /// Whether no window, timer or held-back element is left.
     pub fn is_empty(&self) -> bool {
         // The keys' timers are the truth; every queued timer that is not deleted is among them.
-        self.keys.iter().all(|state| state.windows.is_empty() && state.timers.is_empty())
+        self.pending.is_empty() && self.keys.iter().all(|state| state.windows.is_empty() && state.timers.is_empty())
     }
 
     /// The earliest pending processing-time timer, if any.
@@ -266,7 +274,24 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
 
     /// Moves the watermark to `watermark_ms` and fires every event-time timer up to it, in
     /// timestamp order; the frontier calls this. A lower watermark than the current is ignored.
+    /// Held-back elements are processed when the watermark reaches their stamps, after the
+    /// timers up to them.
     pub fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
+        while let Some(&(stamp_ms, _)) = self.pending.keys().next() {
+            if stamp_ms > watermark_ms {
+                break;
+            }
+            self.fire_event_timers(stamp_ms, now_ms, emit);
+            let (_, (key, record)) = self.pending.pop_first().expect("looked at");
+            // Assigning it succeeded when it arrived, and event-time windows do not read the clock.
+            self.on_element(key, record, now_ms, emit).expect("a held-back element was assigned before");
+        }
+        self.fire_event_timers(watermark_ms, now_ms, emit);
+    }
+
+    /// Moves the watermark to `watermark_ms`, firing every event-time timer up to it in
+    /// timestamp order.
+    fn fire_event_timers(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
         if watermark_ms <= self.watermark_ms {
             return;
         }
@@ -293,6 +318,22 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         if fired {
             self.release_idle_keys();
         }
+    }
+
+    /// Whether an element assigned the (non-merging, event-time) windows `assigned`, whose stamp
+    /// `judged_ms` is ahead of the operator's watermark, must wait until the watermark reaches
+    /// the stamp: one of its windows ends between the two watermarks and still takes it within
+    /// the allowed lateness. By its stamp that window has fired on time before the element
+    /// arrives, so the element fires it again, late; processed now, it would be in the on-time
+    /// firing instead, and the result would depend on how far the other source instances had
+    /// got. (Sessions merge around such elements and are not held back.)
+    fn held_back(&self, assigned: &[Window], judged_ms: i64) -> bool {
+        self.settings.assigner.is_event_time()
+            && !self.settings.assigner.is_merging()
+            && assigned.iter().any(|window| {
+                let end_ms = window.max_timestamp();
+                self.watermark_ms < end_ms && end_ms <= judged_ms && self.cleanup_time(window) > judged_ms
+            })
     }
 
     /// Fires every processing-time timer before `now_ms` (Flink fires a timer for `T` once the
@@ -338,7 +379,6 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         if self.settings.per_record_watermarks {
             self.advance_watermark(record.watermark_ms, now_ms, emit);
         }
-        self.counts.elements += 1;
         let watermark_ms = self.watermark_ms;
         // Lateness is judged by the record's stamp when it is ahead of the operator (records of
         // a parallel source, whose watermark here is the slowest instance's): what the record's
@@ -349,8 +389,16 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         let assignment = self.settings.assigner.assign(&record.value, record.time_ms, now_ms, &mut assigned);
         if let Err(error) = assignment {
             self.assigned = assigned;
+            self.counts.elements += 1;
             return Err(error);
         }
+        if judged_ms > watermark_ms && self.held_back(&assigned, judged_ms) {
+            self.assigned = assigned;
+            self.pending.insert((judged_ms, self.pending_count), (key, record));
+            self.pending_count += 1;
+            return Ok(());
+        }
+        self.counts.elements += 1;
         let key = self.intern(key, hash);
         let mut accepted = false;
         for window in assigned.iter().copied() {
@@ -675,30 +723,44 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
     }
 }
 
-/// One key's windows and timers in a snapshot.
+/// One key's windows, timers and held-back elements (`(stamp, element)`, in arrival order) in a
+/// snapshot.
 #[derive(Serialize, Deserialize)]
-struct KeySnapshot<K, C> {
+struct KeySnapshot<K, C, R> {
     key: K,
     windows: Vec<Entry<C>>,
     timers: Vec<Timer>,
+    pending: Vec<(i64, R)>,
 }
 
 impl<K, D, L> WindowCore<K, D, L>
 where
     K: Hash + Ord + Clone + Serialize + DeserializeOwned + 'static,
-    D: 'static,
+    D: Serialize + DeserializeOwned + 'static,
     L: WindowLogic<K, D>,
 {
-    /// Snapshots every window and timer, grouped by key group (see [`crate::state`]), as
-    /// versioned, checksummed bytes. Keys are in key order, so the bytes are a function of the
-    /// state.
+    /// Snapshots every window, timer and held-back element, grouped by key group (see
+    /// [`crate::state`]), as versioned, checksummed bytes. Keys are in key order, so the bytes are
+    /// a function of the state.
     pub fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
-        let mut order: Vec<usize> = (0..self.key_values.len()).collect();
+        let mut pending: BTreeMap<&K, Vec<(i64, &Record<D>)>> = BTreeMap::new();
+        for ((stamp_ms, _), (key, record)) in &self.pending {
+            pending.entry(key).or_default().push((*stamp_ms, record));
+        }
+        // A released id still holds its last key, which may be live under another id.
+        let mut released = vec![false; self.key_values.len()];
+        for id in &self.free_ids {
+            released[*id as usize] = true;
+        }
+        let mut order: Vec<usize> = (0..self.key_values.len()).filter(|id| !released[*id]).collect();
         order.sort_by(|a, b| self.key_values[*a].cmp(&self.key_values[*b]));
-        let mut groups: std::collections::BTreeMap<u32, Vec<KeySnapshot<&K, &L::Contents>>> = Default::default();
+        type Snapshot<'a, K, C, D> = KeySnapshot<&'a K, &'a C, &'a Record<D>>;
+        let mut groups: BTreeMap<u32, Vec<Snapshot<'_, K, L::Contents, D>>> = BTreeMap::new();
         for id in order {
             let state = &self.keys[id];
-            if state.windows.is_empty() && state.timers.is_empty() {
+            let key = &self.key_values[id];
+            let held = pending.remove(key).unwrap_or_default();
+            if state.windows.is_empty() && state.timers.is_empty() && held.is_empty() {
                 continue;
             }
             let mut windows: Vec<Entry<&L::Contents>> = state
@@ -709,21 +771,30 @@ where
             windows.sort_by_key(|entry| entry.window);
             let mut timers = state.timers.clone();
             timers.sort_by_key(|t| (t.domain, t.time_ms, t.window));
-            let key = &self.key_values[id];
-            groups.entry(key_group(key, max_parallelism)).or_default().push(KeySnapshot { key, windows, timers });
+            let snapshot = KeySnapshot { key, windows, timers, pending: held };
+            groups.entry(key_group(key, max_parallelism)).or_default().push(snapshot);
+        }
+        // Keys with nothing but held-back elements.
+        for (key, held) in pending {
+            let snapshot = KeySnapshot { key, windows: Vec::new(), timers: Vec::new(), pending: held };
+            groups.entry(key_group(key, max_parallelism)).or_default().push(snapshot);
+        }
+        for snapshots in groups.values_mut() {
+            snapshots.sort_by(|a, b| a.key.cmp(b.key));
         }
         encode(SnapshotKind::KeyedState, &groups)
     }
 
-    /// Restores the windows and timers of the key groups in `key_groups` from every old worker's
-    /// snapshot (restoring on another parallelism works). Decodes everything first: on error the
-    /// operator is unchanged. The watermark starts again from the minimum: sources replay.
+    /// Restores the windows, timers and held-back elements of the key groups in `key_groups`
+    /// from every old worker's snapshot (restoring on another parallelism works). Decodes
+    /// everything first: on error the operator is unchanged. The watermark starts again from the
+    /// minimum: sources replay.
     pub fn restore(
         &mut self,
         snapshots: &[Vec<u8>],
         key_groups: std::ops::Range<u32>,
     ) -> std::result::Result<(), SnapshotError> {
-        let mut restored: Vec<KeySnapshot<K, L::Contents>> = decode_key_groups(snapshots, key_groups)?;
+        let mut restored: Vec<KeySnapshot<K, L::Contents, Record<D>>> = decode_key_groups(snapshots, key_groups)?;
         restored.sort_by(|a, b| a.key.cmp(&b.key));
         self.key_ids = KeyIndex::default();
         self.key_values.clear();
@@ -733,8 +804,17 @@ where
         self.event_queue.clear();
         self.event_timers_live = 0;
         self.processing_queue.clear();
+        self.pending.clear();
+        self.pending_count = 0;
         self.watermark_ms = WATERMARK_MIN;
         for snapshot in restored {
+            for (stamp_ms, record) in snapshot.pending {
+                self.pending.insert((stamp_ms, self.pending_count), (snapshot.key.clone(), record));
+                self.pending_count += 1;
+            }
+            if snapshot.windows.is_empty() && snapshot.timers.is_empty() {
+                continue;
+            }
             let hash = hash_key(&snapshot.key);
             let id = self.intern(snapshot.key, hash);
             for timer in &snapshot.timers {
@@ -749,7 +829,9 @@ where
     }
 }
 
-impl<K: crate::api::Key, D: 'static, L: WindowLogic<K, D>> KeyedEngine<K, D> for WindowCore<K, D, L> {
+impl<K: crate::api::Key, D: Serialize + DeserializeOwned + 'static, L: WindowLogic<K, D>> KeyedEngine<K, D>
+    for WindowCore<K, D, L>
+{
     type Output = WindowResult<K, L::Output>;
 
     fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
@@ -815,6 +897,7 @@ impl<K: crate::api::Key, D: 'static, L: WindowLogic<K, D>> KeyedEngine<K, D> for
 mod tests {
     use super::*;
     use crate::runtime::Emit;
+    use crate::state::MAX_PARALLELISM_DEFAULT;
     use crate::window::{
         AggregateFunction, Aggregating, ContinuousEventTimeTrigger, CountTrigger, GlobalWindows, PurgingTrigger,
         SessionWindows, SlidingWindows, TimeDomain, TumblingWindows,
@@ -977,6 +1060,41 @@ mod tests {
             run(tumbling, None, 5_000, &[(1_000, WATERMARK_MIN), (12_000, 9_999), (3_000, 11_000), (4_000, 15_000)]);
         assert_eq!(rows, vec![(0, 10_000, 1), (0, 10_000, 2), (10_000, 20_000, 1)]);
         assert_eq!(late, vec![4_000]);
+    }
+
+    /// An element of a parallel source whose stamp (11 000) is past the end of its window
+    /// [0, 10 000) but within the lateness, arriving while the operator's watermark (5 000) is
+    /// behind: it waits, the window fires on time without it and then late with it — also when
+    /// the operator is snapshotted and restored while the element waits.
+    #[test]
+    fn an_element_ahead_of_the_watermark_fires_its_window_late_as_its_stamp_says() {
+        let tumbling: Arc<dyn WindowAssigner<u8>> = Arc::new(TumblingWindows::event_time(10_000).unwrap());
+        let settings = || WindowSettings {
+            assigner: Arc::clone(&tumbling),
+            trigger: tumbling.default_trigger(),
+            allowed_lateness_ms: 5_000,
+            per_record_watermarks: false,
+        };
+        let new_core = || WindowCore::new(settings(), Aggregating(Arc::new(Count)));
+        for restore in [false, true] {
+            let mut core = new_core();
+            let (mut results, mut late) = (Vec::new(), Vec::new());
+            let mut emit = Emit { results: &mut results, late: &mut late };
+            core.on_element(7u64, Record::new(1_000, WATERMARK_MIN, 0u8), 0, &mut emit).unwrap();
+            core.advance_watermark(5_000, 0, &mut emit);
+            core.on_element(7u64, Record::new(2_000, 11_000, 0u8), 0, &mut emit).unwrap();
+            assert!(emit.results.is_empty(), "the held-back element fires nothing yet");
+            if restore {
+                let snapshot = core.snapshot(MAX_PARALLELISM_DEFAULT);
+                core = new_core();
+                core.restore(&[snapshot], 0..MAX_PARALLELISM_DEFAULT).unwrap();
+            }
+            core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
+            let rows: Vec<Row> =
+                results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
+            assert_eq!(rows, vec![(0, 10_000, 1), (0, 10_000, 2)], "restored: {restore}");
+            assert!(late.is_empty() && core.is_empty());
+        }
     }
 
     #[test]
