@@ -13,7 +13,11 @@
 //!
 //! *By frontier* (several sources, or records already reordered by an earlier exchange): the
 //! operator's watermark is timely's frontier, the minimum over all inputs, as in Flink. Firing is
-//! still never early; which elements count as late can then depend on timing — as it does in Flink.
+//! still never early. An element is judged by its own stamp, which may be ahead of the operator's
+//! watermark; one that its stamp makes fire a window late that the operator has not fired yet is
+//! held back until the watermark reaches the stamp, so that the window fires on time without it
+//! and then late with it, however far the other sources have got. (In Flink, which elements count
+//! as late on several inputs depends on timing.)
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
