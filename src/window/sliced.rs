@@ -769,6 +769,7 @@ mod tests {
     use crate::runtime::{Emit, KeyedEngine};
     use crate::window::{Aggregating, SlidingWindows, TimeDomain, WindowAssigner, WindowCore, WindowSettings};
     use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     struct Sum;
 
@@ -942,6 +943,60 @@ mod tests {
             let assigner = SlidingWindows::new(size_ms, slide_ms, offset_ms, TimeDomain::EventTime).unwrap();
             let (sliced, general) = sliced_and_general(assigner, lateness, &input);
             prop_assert_eq!(sliced, general);
+        }
+
+        /// Slicing's promise, counted rather than timed: each element the windows take is added
+        /// once, to one slice, however many windows it is in (`size / slide`), and a result
+        /// merges at most the slices of one window. The per-element work does not grow with the
+        /// windows; only the firing does, with the results.
+        #[test]
+        fn each_element_is_added_once_whatever_its_number_of_windows(
+            input in input(),
+            size in 1i64..12,
+            slide in 1i64..12,
+            offset_steps in 0i64..12,
+            lateness in prop::sample::select(vec![0i64, 400, 1_500]),
+        ) {
+            let (size_ms, slide_ms) = (size * 100, slide * 100);
+            let spec = SliceSpec { size_ms, slide_ms, offset_ms: (offset_steps * 100) % slide_ms };
+            let function = Arc::new(Counted::default());
+            let (rows, late) = run(SlicedCore::new(spec, lateness, true, Arc::clone(&function)), &input);
+            let calls = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            prop_assert_eq!(calls(&function.adds), (input.len() - late.len()) as u64, "adds per element taken");
+            prop_assert!(calls(&function.creates) <= calls(&function.adds), "a slice is made by an element");
+            let slices_per_window = (size_ms / spec.slice_ms()) as u64;
+            prop_assert!(
+                calls(&function.merges) <= rows.len() as u64 * (slices_per_window - 1),
+                "{} merges for {} results of {} slices", calls(&function.merges), rows.len(), slices_per_window
+            );
+        }
+    }
+
+    /// [`Sum`], counting the calls.
+    #[derive(Default)]
+    struct Counted {
+        creates: AtomicU64,
+        adds: AtomicU64,
+        merges: AtomicU64,
+    }
+
+    impl AggregateFunction<i64> for Counted {
+        type Accumulator = (i64, i64);
+        type Output = (i64, i64);
+        fn create_accumulator(&self) -> (i64, i64) {
+            self.creates.fetch_add(1, Ordering::Relaxed);
+            Sum.create_accumulator()
+        }
+        fn add(&self, acc: &mut (i64, i64), value: &i64) {
+            self.adds.fetch_add(1, Ordering::Relaxed);
+            Sum.add(acc, value);
+        }
+        fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
+            self.merges.fetch_add(1, Ordering::Relaxed);
+            Sum.merge(acc, other);
+        }
+        fn result(&self, acc: &(i64, i64)) -> (i64, i64) {
+            Sum.result(acc)
         }
     }
 
