@@ -1,5 +1,5 @@
 //! Local-global aggregation (`aggregate_local_global`) gives the results of `aggregate`, and
-//! sliced windows on parallel sources fire alike whatever the workers and batches.
+//! windows on parallel sources fire alike whatever the workers and batches.
 //!
 //! Two sources with different bounds of disorder are merged, so the windows see a stream that is
 //! not in source order, with records whose stamps trail their times by different amounts. The same
@@ -13,6 +13,8 @@
 //!   depends on the order in which the two sources' late elements arrive, as in Flink; how many
 //!   firings there are does not: a window fires on time without the elements its stamp makes
 //!   late, and once more for each, however far the other source has got.
+//! * session windows, whose merging depends on the order of the elements: every firing, as a
+//!   multiset, with or without allowed lateness.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,10 @@ use flowlab::api::Env;
 use flowlab::connectors::{CollectSink, CollectionSource};
 use flowlab::runtime::{JobConfig, execute};
 use flowlab::time::WatermarkStrategy;
-use flowlab::window::{AggregateFunction, EventTimeTrigger, SlidingWindows, TimeDomain, WindowResult};
+use flowlab::window::{
+    AggregateFunction, ContinuousEventTimeTrigger, EventTimeTrigger, SessionWindows, SlidingWindows, TimeDomain,
+    WindowResult,
+};
 use proptest::prelude::*;
 
 /// `(key, value)`; its event time travels next to it.
@@ -66,6 +71,10 @@ struct Case {
     batch: usize,
     /// Whether to run the general window operator (an explicit trigger) instead of the sliced one.
     general: bool,
+    /// Session windows with this gap instead of the sliding windows (on the general operator).
+    session_gap_ms: Option<i64>,
+    /// A continuous event-time trigger firing every this many milliseconds, if any.
+    continuous_ms: Option<i64>,
 }
 
 /// Runs the case, aggregating local-global or not: its rows, its late elements, and how many
@@ -83,11 +92,20 @@ fn run(case: &Case, local_global: bool) -> (Vec<Row>, Vec<(i64, Ev)>, u64) {
         let merged = env
             .source(CollectionSource::new(first), WatermarkStrategy::bounded(first_bound))
             .union(env.source(CollectionSource::new(second), WatermarkStrategy::bounded(second_bound)));
-        let windows = SlidingWindows::new(case_in.size_ms, case_in.slide_ms, case_in.offset_ms, TimeDomain::EventTime)
-            .expect("valid windows");
-        let mut windowed = merged.key_by(|(key, _): &Ev| *key).window(windows).allowed_lateness(case_in.lateness_ms);
+        let keyed = merged.key_by(|(key, _): &Ev| *key);
+        let windowed = match case_in.session_gap_ms {
+            Some(gap_ms) => keyed.window(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("valid gap")),
+            None => keyed.window(
+                SlidingWindows::new(case_in.size_ms, case_in.slide_ms, case_in.offset_ms, TimeDomain::EventTime)
+                    .expect("valid windows"),
+            ),
+        };
+        let mut windowed = windowed.allowed_lateness(case_in.lateness_ms);
         if case_in.general {
             windowed = windowed.trigger(EventTimeTrigger);
+        }
+        if let Some(interval_ms) = case_in.continuous_ms {
+            windowed = windowed.trigger(ContinuousEventTimeTrigger::of(interval_ms));
         }
         let output = if local_global { windowed.aggregate_local_global(StatsOf) } else { windowed.aggregate(StatsOf) };
         output
@@ -97,7 +115,10 @@ fn run(case: &Case, local_global: bool) -> (Vec<Row>, Vec<(i64, Ev)>, u64) {
         output.late.map_with_time(|time_ms, event| (time_ms, event)).sink(late_out.clone());
     })
     .expect("job runs");
-    let window_input = metrics.total("window sliding", |counters| counters.records_in);
+    let window_input = ["window sliding", "window session"]
+        .iter()
+        .map(|name| metrics.total(name, |counters| counters.records_in))
+        .sum();
     (rows.sorted_values(), late.sorted_values(), window_input)
 }
 
@@ -151,6 +172,8 @@ fn case() -> impl Strategy<Value = Case> {
             workers,
             batch,
             general: false,
+            session_gap_ms: None,
+            continuous_ms: None,
         })
 }
 
@@ -197,6 +220,38 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Session windows on a stream that is not in source order, with or without allowed
+    /// lateness: the workers and batches decide nothing, neither the sessions, nor each firing
+    /// and what it holds, nor the late elements. Which sessions an element merges with depends on
+    /// the elements before it, so the operator takes those whose order matters in the order of
+    /// their stamps (and times and keys, where stamps are equal), whatever order they arrive in.
+    #[test]
+    fn sessions_are_alike_on_any_workers_and_batches(
+        case in case(),
+        gap_ms in prop_oneof![(1i64..8).prop_map(|step| step * 50), 1i64..400],
+        continuous_ms in prop::option::of(prop_oneof![(1i64..4).prop_map(|step| step * 50), 1i64..200]),
+        workers in 1usize..=3,
+        batch in 1usize..64,
+    ) {
+        let mut case = Case { session_gap_ms: Some(gap_ms), continuous_ms, ..case };
+        // Elements of a key with the same time and stamp go in in the order they arrive: one
+        // element per key and time, so that no two of them can have both the same.
+        let mut seen = std::collections::BTreeSet::new();
+        for (records, _) in &mut case.sources {
+            records.retain(|(time, (key, _))| seen.insert((*key, *time)));
+        }
+        let (rows, late, elements) = run(&case, false);
+        let (other_rows, other_late, _) = run(&Case { workers, batch, ..case.clone() }, false);
+        prop_assert_eq!(other_late, late, "late elements differ");
+        prop_assert_eq!(other_rows, rows, "firings differ");
+        let total: usize = case.sources.iter().map(|(records, _)| records.len()).sum();
+        prop_assert_eq!(elements, total as u64);
+    }
+}
+
 /// The local stage folds: on one worker with large batches, many elements of a key and slice
 /// cross as one partial, and the results are still those of `aggregate`.
 #[test]
@@ -212,6 +267,8 @@ fn a_hot_key_crosses_the_exchange_as_few_partials() {
         workers: 2,
         batch: 512,
         general: false,
+        session_gap_ms: None,
+        continuous_ms: None,
     };
     let (rows, late, elements) = run(&case, false);
     let (folded_rows, folded_late, partials) = run(&case, true);

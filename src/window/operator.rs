@@ -15,9 +15,11 @@
 //! operator's watermark is timely's frontier, the minimum over all inputs, as in Flink. Firing is
 //! still never early. An element is judged by its own stamp, which may be ahead of the operator's
 //! watermark; one that its stamp makes fire a window late that the operator has not fired yet is
-//! held back until the watermark reaches the stamp, so that the window fires on time without it
-//! and then late with it, however far the other sources have got. (In Flink, which elements count
-//! as late on several inputs depends on timing.)
+//! held back until the watermark has passed the stamp, so that the window fires on time without
+//! it and then late with it, however far the other sources have got. Which sessions merge depends
+//! on the order of the elements, so session windows also hold back every element whose order
+//! could matter, and take them in stamp order (see `order_matters_for_session`). (In Flink, which
+//! elements count as late on several inputs depends on timing, and so do sessions.)
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -164,13 +166,24 @@ pub struct WindowCore<K, D, L: WindowLogic<K, D>> {
     /// the new one merges with (no allocation per element).
     session_windows: Vec<Window>,
     session_merged: Vec<Window>,
-    /// Elements of a parallel source held back until the watermark reaches their stamp
-    /// (`(stamp, arrival) → (key, element)`): by its stamp, a window the element fires late has
-    /// already fired on time, without it (see [`held_back`](Self::held_back)).
-    pending: BTreeMap<(i64, u64), (K, Record<D>)>,
-    /// Elements held back so far: their order among equal stamps.
+    /// Elements of a parallel source held back until the watermark has passed their stamp (see
+    /// [`held_back`](Self::held_back)), in arrival order; sorted by [`Held`] when some are let
+    /// go. (Each source's elements come in stamp order, so the vector is nearly sorted.)
+    pending: Vec<(Held, K, Record<D>)>,
+    /// The least stamp in `pending` (`i64::MAX` when it is empty): a watermark up to it lets
+    /// nothing go.
+    pending_stamp_min: i64,
+    /// Scratch for the elements let go.
+    letting_go: Vec<(Held, K, Record<D>)>,
+    /// Elements held back so far: the order of equal keys at equal times and stamps.
     pending_count: u64,
 }
+
+/// Where a held-back element waits: `(stamp, time, key hash, arrival)`. Elements go in in this
+/// order, so that elements of several sources with the same stamp go in in the same order
+/// whatever order they arrived in; only equal keys at equal times and stamps keep their arrival
+/// order.
+type Held = (i64, i64, u64, u64);
 
 /// An event-time timer in the queue: `(may fire from, time, key, window)`.
 type EventTimer = (i64, i64, KeyId, Window);
@@ -200,7 +213,9 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             emitted: Vec::new(),
             session_windows: Vec::new(),
             session_merged: Vec::new(),
-            pending: BTreeMap::new(),
+            pending: Vec::new(),
+            pending_stamp_min: i64::MAX,
+            letting_go: Vec::new(),
             pending_count: 0,
         }
     }
@@ -278,17 +293,22 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
 
     /// Moves the watermark to `watermark_ms` and fires every event-time timer up to it, in
     /// timestamp order; the frontier calls this. A lower watermark than the current is ignored.
-    /// Held-back elements are processed when the watermark reaches their stamps, after the
-    /// timers up to them.
+    /// Held-back elements are processed once the watermark has passed their stamps (until then
+    /// more elements with the same stamp may come), each after the timers up to its stamp.
     pub fn advance_watermark(&mut self, watermark_ms: i64, now_ms: i64, emit: &mut WindowEmit<'_, K, D, L::Output>) {
-        while let Some(&(stamp_ms, _)) = self.pending.keys().next() {
-            if stamp_ms > watermark_ms {
-                break;
+        if self.pending_stamp_min < watermark_ms {
+            self.pending.sort_by_key(|(held, ..)| *held);
+            let ready = self.pending.partition_point(|((stamp_ms, ..), ..)| *stamp_ms < watermark_ms);
+            let mut letting_go = std::mem::take(&mut self.letting_go);
+            letting_go.extend(self.pending.drain(..ready));
+            self.pending_stamp_min = self.pending.first().map_or(i64::MAX, |((stamp_ms, ..), ..)| *stamp_ms);
+            for ((stamp_ms, _, hash, _), key, record) in letting_go.drain(..) {
+                self.fire_event_timers(stamp_ms, now_ms, emit);
+                // Assigning it succeeded when it arrived, and event-time windows do not read the clock.
+                self.process_element(key, hash, record, now_ms, false, emit)
+                    .expect("a held-back element was assigned before");
             }
-            self.fire_event_timers(stamp_ms, now_ms, emit);
-            let (_, (key, record)) = self.pending.pop_first().expect("looked at");
-            // Assigning it succeeded when it arrived, and event-time windows do not read the clock.
-            self.on_element(key, record, now_ms, emit).expect("a held-back element was assigned before");
+            self.letting_go = letting_go;
         }
         self.fire_event_timers(watermark_ms, now_ms, emit);
     }
@@ -324,20 +344,58 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         }
     }
 
-    /// Whether an element assigned the (non-merging, event-time) windows `assigned`, whose stamp
-    /// `judged_ms` is ahead of the operator's watermark, must wait until the watermark reaches
-    /// the stamp: one of its windows ends between the two watermarks and still takes it within
-    /// the allowed lateness. By its stamp that window has fired on time before the element
-    /// arrives, so the element fires it again, late; processed now, it would be in the on-time
-    /// firing instead, and the result would depend on how far the other source instances had
-    /// got. (Sessions merge around such elements and are not held back.)
+    /// Whether an element assigned the event-time windows `assigned`, judged by `judged_ms` (its
+    /// stamp, or the operator's watermark if that is ahead), must wait until the watermark has
+    /// passed it. Never in source order (per-record watermarks), where elements come in stamp
+    /// order.
+    ///
+    /// - Windows that do not merge: when its stamp is ahead of the operator's watermark and one of
+    ///   its windows ends between the two and still takes it within the allowed lateness. By its
+    ///   stamp that window has fired on time before the element arrives, so the element fires it
+    ///   again, late; processed now, it would be in the on-time firing instead, and the result
+    ///   would depend on how far the other source instances had got. Other elements go in at
+    ///   once: their windows are the same in whatever order they arrive.
+    /// - Sessions: see [`order_matters_for_session`](Self::order_matters_for_session).
     fn held_back(&self, assigned: &[Window], judged_ms: i64) -> bool {
-        self.settings.assigner.is_event_time()
-            && !self.settings.assigner.is_merging()
+        if self.settings.per_record_watermarks || !self.settings.assigner.is_event_time() {
+            return false;
+        }
+        if self.settings.assigner.is_merging() {
+            return self.order_matters_for_session(assigned, judged_ms);
+        }
+        judged_ms > self.watermark_ms
             && assigned.iter().any(|window| {
                 let end_ms = window.max_timestamp();
                 self.watermark_ms < end_ms && end_ms <= judged_ms && self.cleanup_time(window) > judged_ms
             })
+    }
+
+    /// Whether a session element judged by `judged_ms` may do something else if elements of
+    /// other sources with stamps up to its own, still to come, went in first, as they would have
+    /// had the watermark reached its stamp.
+    ///
+    /// - With a trigger that does not [act only at the window's
+    ///   end](Trigger::acts_only_at_window_end): always, for its firings may depend on the
+    ///   order of the elements in any way.
+    /// - With the default trigger: when its own session starts by its stamp. An element still
+    ///   to come may then make or extend a session that touches it and ends by the stamp. Taken
+    ///   first, that session would have fired (and closed, without allowed lateness) before this
+    ///   element; taken after, they merge. This covers every session of the key that ends by the
+    ///   stamp (fired or closed) and that this element touches. Otherwise every session it
+    ///   touches ends after its stamp, and so does its own: elements with earlier stamps merge
+    ///   with it, or not, the same in either order, and nothing fires in between. With event
+    ///   times a few seconds ahead of the watermark (Nexmark's), nearly every element goes in
+    ///   at once.
+    fn order_matters_for_session(&self, assigned: &[Window], judged_ms: i64) -> bool {
+        !self.settings.trigger.acts_only_at_window_end()
+            || assigned.iter().any(|window| window.start <= judged_ms.saturating_add(1))
+    }
+
+    /// Holds back `record` of `key` (see [`held_back`](Self::held_back)).
+    fn hold(&mut self, held: Held, key: K, record: Record<D>) {
+        self.pending_stamp_min = self.pending_stamp_min.min(held.0);
+        self.pending.push((held, key, record));
+        self.pending_count += 1;
     }
 
     /// Fires every processing-time timer before `now_ms` (Flink fires a timer for `T` once the
@@ -380,6 +438,19 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
         now_ms: i64,
         emit: &mut WindowEmit<'_, K, D, L::Output>,
     ) -> Result<()> {
+        self.process_element(key, hash, record, now_ms, true, emit)
+    }
+
+    /// Processes an element that arrives (`may_hold`: it may be held back) or is let go.
+    fn process_element(
+        &mut self,
+        key: K,
+        hash: u64,
+        record: Record<D>,
+        now_ms: i64,
+        may_hold: bool,
+        emit: &mut WindowEmit<'_, K, D, L::Output>,
+    ) -> Result<()> {
         if self.settings.per_record_watermarks {
             self.advance_watermark(record.watermark_ms, now_ms, emit);
         }
@@ -396,10 +467,9 @@ impl<K: Hash + Eq + Clone, D: 'static, L: WindowLogic<K, D>> WindowCore<K, D, L>
             self.counts.elements += 1;
             return Err(error);
         }
-        if judged_ms > watermark_ms && self.held_back(&assigned, judged_ms) {
+        if may_hold && self.held_back(&assigned, judged_ms) {
             self.assigned = assigned;
-            self.pending.insert((judged_ms, self.pending_count), (key, record));
-            self.pending_count += 1;
+            self.hold((judged_ms, record.time_ms, hash, self.pending_count), key, record);
             return Ok(());
         }
         self.counts.elements += 1;
@@ -748,7 +818,9 @@ where
     /// a function of the state.
     pub fn snapshot(&self, max_parallelism: u32) -> Vec<u8> {
         let mut pending: BTreeMap<&K, Vec<(i64, &Record<D>)>> = BTreeMap::new();
-        for ((stamp_ms, _), (key, record)) in &self.pending {
+        let mut held: Vec<&(Held, K, Record<D>)> = self.pending.iter().collect();
+        held.sort_by_key(|(held, ..)| *held);
+        for ((stamp_ms, ..), key, record) in held {
             pending.entry(key).or_default().push((*stamp_ms, record));
         }
         // A released id still holds its last key, which may be live under another id.
@@ -809,17 +881,17 @@ where
         self.event_timers_live = 0;
         self.processing_queue.clear();
         self.pending.clear();
+        self.pending_stamp_min = i64::MAX;
         self.pending_count = 0;
         self.watermark_ms = WATERMARK_MIN;
         for snapshot in restored {
+            let hash = hash_key(&snapshot.key);
             for (stamp_ms, record) in snapshot.pending {
-                self.pending.insert((stamp_ms, self.pending_count), (snapshot.key.clone(), record));
-                self.pending_count += 1;
+                self.hold((stamp_ms, record.time_ms, hash, self.pending_count), snapshot.key.clone(), record);
             }
             if snapshot.windows.is_empty() && snapshot.timers.is_empty() {
                 continue;
             }
-            let hash = hash_key(&snapshot.key);
             let id = self.intern(snapshot.key, hash);
             for timer in &snapshot.timers {
                 self.enqueue(id, timer);
@@ -1098,6 +1170,47 @@ mod tests {
                 results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
             assert_eq!(rows, vec![(0, 10_000, 1), (0, 10_000, 2)], "restored: {restore}");
             assert!(late.is_empty() && core.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_session_element_ahead_of_the_watermark_stays_out_of_the_session_its_stamp_closed() {
+        // Gap 100 ms. `early` (time 20, stamp 10) makes [20, 120), which the watermark closes at
+        // 119; `ahead` (time 100, stamp 130) comes from a source that is further on. By the
+        // stamps, [20, 120) fired and closed before `ahead` came, so `ahead` is a session of its
+        // own, [100, 200), in whichever order the two arrive; taken at once on arrival, `ahead`
+        // first, the two would have merged into [20, 200).
+        let sessions: Arc<dyn WindowAssigner<u8>> =
+            Arc::new(SessionWindows::with_gap(100, TimeDomain::EventTime).unwrap());
+        let settings = || WindowSettings {
+            assigner: Arc::clone(&sessions),
+            trigger: sessions.default_trigger(),
+            allowed_lateness_ms: 0,
+            per_record_watermarks: false,
+        };
+        let new_core = || WindowCore::new(settings(), Aggregating(Arc::new(Count)));
+        let early = Record::new(20, 10, 0u8);
+        let ahead = Record::new(100, 130, 0u8);
+        for (first, second) in [(&ahead, &early), (&early, &ahead)] {
+            for restore in [false, true] {
+                let mut core = new_core();
+                let (mut results, mut late) = (Vec::new(), Vec::new());
+                let mut emit = Emit { results: &mut results, late: &mut late };
+                core.advance_watermark(0, 0, &mut emit);
+                core.on_element(7u64, first.clone(), 0, &mut emit).unwrap();
+                core.on_element(7u64, second.clone(), 0, &mut emit).unwrap();
+                if restore {
+                    let snapshot = core.snapshot(MAX_PARALLELISM_DEFAULT);
+                    core = new_core();
+                    core.restore(&[snapshot], 0..MAX_PARALLELISM_DEFAULT).unwrap();
+                    core.advance_watermark(0, 0, &mut emit);
+                }
+                core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
+                let rows: Vec<Row> =
+                    results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
+                assert_eq!(rows, vec![(20, 120, 1), (100, 200, 1)], "restored: {restore}");
+                assert!(late.is_empty() && core.is_empty());
+            }
         }
     }
 

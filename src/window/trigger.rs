@@ -142,6 +142,15 @@ pub trait Trigger<D>: Send + Sync + 'static {
     fn clear(&self, window: &Window, ctx: &mut TriggerContext);
     /// A name for the job graph.
     fn name(&self) -> String;
+    /// Whether the trigger acts only at the window's end: it fires when the watermark passes
+    /// the window's last millisecond, and for each late element after that, with no timer of
+    /// its own before. Then the order in which session elements of parallel sources arrive
+    /// matters only in a few cases the window operator can tell; for any other trigger (the
+    /// default: `false`) the operator takes every session element of a parallel source in stamp
+    /// order, holding it until the watermark has passed its stamp.
+    fn acts_only_at_window_end(&self) -> bool {
+        false
+    }
 }
 
 /// Fires once the watermark passes the window's end, and for every late element within the
@@ -186,6 +195,10 @@ impl<D> Trigger<D> for EventTimeTrigger {
 
     fn name(&self) -> String {
         "event time".to_string()
+    }
+
+    fn acts_only_at_window_end(&self) -> bool {
+        true
     }
 }
 
