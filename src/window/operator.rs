@@ -1000,17 +1000,24 @@ mod tests {
 
     type Row = (i64, i64, i64);
 
-    /// Counts per event-time session of `gap_ms`, the watermark advancing with each record.
-    fn session_counter(gap_ms: i64) -> WindowCore<u64, u8, Aggregating<Count>> {
-        let assigner: Arc<dyn WindowAssigner<u8>> =
-            Arc::new(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("valid gap"));
+    /// Counts per window of `assigner`, with its default trigger.
+    fn counter(
+        assigner: Arc<dyn WindowAssigner<u8>>,
+        allowed_lateness_ms: i64,
+        per_record_watermarks: bool,
+    ) -> WindowCore<u64, u8, Aggregating<Count>> {
         let settings = WindowSettings {
             trigger: assigner.default_trigger(),
             assigner,
-            allowed_lateness_ms: 0,
-            per_record_watermarks: true,
+            allowed_lateness_ms,
+            per_record_watermarks,
         };
         WindowCore::new(settings, Aggregating(Arc::new(Count)))
+    }
+
+    /// Counts per event-time session of `gap_ms`, the watermark advancing with each record.
+    fn session_counter(gap_ms: i64) -> WindowCore<u64, u8, Aggregating<Count>> {
+        counter(Arc::new(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("valid gap")), 0, true)
     }
 
     #[test]
@@ -1145,13 +1152,7 @@ mod tests {
     #[test]
     fn an_element_ahead_of_the_watermark_fires_its_window_late_as_its_stamp_says() {
         let tumbling: Arc<dyn WindowAssigner<u8>> = Arc::new(TumblingWindows::event_time(10_000).unwrap());
-        let settings = || WindowSettings {
-            assigner: Arc::clone(&tumbling),
-            trigger: tumbling.default_trigger(),
-            allowed_lateness_ms: 5_000,
-            per_record_watermarks: false,
-        };
-        let new_core = || WindowCore::new(settings(), Aggregating(Arc::new(Count)));
+        let new_core = || counter(Arc::clone(&tumbling), 5_000, false);
         for restore in [false, true] {
             let mut core = new_core();
             let (mut results, mut late) = (Vec::new(), Vec::new());
@@ -1182,13 +1183,7 @@ mod tests {
         // first, the two would have merged into [20, 200).
         let sessions: Arc<dyn WindowAssigner<u8>> =
             Arc::new(SessionWindows::with_gap(100, TimeDomain::EventTime).unwrap());
-        let settings = || WindowSettings {
-            assigner: Arc::clone(&sessions),
-            trigger: sessions.default_trigger(),
-            allowed_lateness_ms: 0,
-            per_record_watermarks: false,
-        };
-        let new_core = || WindowCore::new(settings(), Aggregating(Arc::new(Count)));
+        let new_core = || counter(Arc::clone(&sessions), 0, false);
         let early = Record::new(20, 10, 0u8);
         let ahead = Record::new(100, 130, 0u8);
         for (first, second) in [(&ahead, &early), (&early, &ahead)] {
