@@ -190,26 +190,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::test_functions::Sum;
     use crate::window::{SlidingWindows, TimeDomain, Window, WindowAssigner};
-
-    struct Sum;
-
-    impl AggregateFunction<i64> for Sum {
-        type Accumulator = (u64, i64);
-        type Output = (u64, i64);
-        fn create_accumulator(&self) -> (u64, i64) {
-            (0, 0)
-        }
-        fn add(&self, accumulator: &mut (u64, i64), value: &i64) {
-            *accumulator = (accumulator.0 + 1, accumulator.1 + value);
-        }
-        fn merge(&self, accumulator: &mut (u64, i64), other: (u64, i64)) {
-            *accumulator = (accumulator.0 + other.0, accumulator.1 + other.1);
-        }
-        fn result(&self, accumulator: &(u64, i64)) -> (u64, i64) {
-            *accumulator
-        }
-    }
 
     /// Windows of 10 ms every 4 ms (slices of 2 ms), offset 1.
     const SPEC: SliceSpec = SliceSpec { size_ms: 10, slide_ms: 4, offset_ms: 1 };
@@ -265,7 +247,7 @@ mod tests {
 
     #[test]
     fn merging_partials_is_adding_their_elements() {
-        type Input = Partial<u8, i64, (u64, i64)>;
+        type Input = Partial<u8, i64, (i64, i64)>;
         let merge = MergePartials(Arc::new(Sum));
         let mut accumulator = AggregateFunction::<Input>::create_accumulator(&merge);
         merge.add(&mut accumulator, &Input::Element(5));

@@ -107,3 +107,29 @@ pub struct WindowResult<K, R> {
     /// What the window function produced.
     pub value: R,
 }
+
+/// What the window operators' unit tests aggregate with.
+#[cfg(test)]
+pub(crate) mod test_functions {
+    use super::AggregateFunction;
+
+    /// `(count, sum)` of `i64` values.
+    pub(crate) struct Sum;
+
+    impl AggregateFunction<i64> for Sum {
+        type Accumulator = (i64, i64);
+        type Output = (i64, i64);
+        fn create_accumulator(&self) -> (i64, i64) {
+            (0, 0)
+        }
+        fn add(&self, acc: &mut (i64, i64), value: &i64) {
+            *acc = (acc.0 + 1, acc.1 + value);
+        }
+        fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
+            *acc = (acc.0 + other.0, acc.1 + other.1);
+        }
+        fn result(&self, acc: &(i64, i64)) -> (i64, i64) {
+            *acc
+        }
+    }
+}

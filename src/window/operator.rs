@@ -1000,12 +1000,27 @@ mod tests {
 
     type Row = (i64, i64, i64);
 
+    /// Each result's `(start, end, count)`, in the order fired.
+    fn rows<K>(results: &[Record<WindowResult<K, i64>>]) -> Vec<Row> {
+        results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect()
+    }
+
+    type Counter = WindowCore<u64, u8, Aggregating<Count>>;
+
+    /// A fresh operator from `new_core`, restored from a snapshot of `core`.
+    fn through_snapshot(core: &Counter, new_core: impl Fn() -> Counter) -> Counter {
+        let snapshot = core.snapshot(MAX_PARALLELISM_DEFAULT);
+        let mut restored = new_core();
+        restored.restore(&[snapshot], 0..MAX_PARALLELISM_DEFAULT).unwrap();
+        restored
+    }
+
     /// Counts per window of `assigner`, with its default trigger.
     fn counter(
         assigner: Arc<dyn WindowAssigner<u8>>,
         allowed_lateness_ms: i64,
         per_record_watermarks: bool,
-    ) -> WindowCore<u64, u8, Aggregating<Count>> {
+    ) -> Counter {
         let settings = WindowSettings {
             trigger: assigner.default_trigger(),
             assigner,
@@ -1016,7 +1031,7 @@ mod tests {
     }
 
     /// Counts per event-time session of `gap_ms`, the watermark advancing with each record.
-    fn session_counter(gap_ms: i64) -> WindowCore<u64, u8, Aggregating<Count>> {
+    fn session_counter(gap_ms: i64) -> Counter {
         counter(Arc::new(SessionWindows::with_gap(gap_ms, TimeDomain::EventTime).expect("valid gap")), 0, true)
     }
 
@@ -1129,8 +1144,7 @@ mod tests {
         }
         core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
         assert!(core.is_empty() || !core.settings.assigner.is_event_time());
-        let rows = results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
-        (rows, late.iter().map(|r| r.time_ms).collect())
+        (rows(&results), late.iter().map(|r| r.time_ms).collect())
     }
 
     #[test]
@@ -1162,14 +1176,10 @@ mod tests {
             core.on_element(7u64, Record::new(2_000, 11_000, 0u8), 0, &mut emit).unwrap();
             assert!(emit.results.is_empty(), "the held-back element fires nothing yet");
             if restore {
-                let snapshot = core.snapshot(MAX_PARALLELISM_DEFAULT);
-                core = new_core();
-                core.restore(&[snapshot], 0..MAX_PARALLELISM_DEFAULT).unwrap();
+                core = through_snapshot(&core, new_core);
             }
             core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
-            let rows: Vec<Row> =
-                results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
-            assert_eq!(rows, vec![(0, 10_000, 1), (0, 10_000, 2)], "restored: {restore}");
+            assert_eq!(rows(&results), vec![(0, 10_000, 1), (0, 10_000, 2)], "restored: {restore}");
             assert!(late.is_empty() && core.is_empty());
         }
     }
@@ -1195,15 +1205,11 @@ mod tests {
                 core.on_element(7u64, first.clone(), 0, &mut emit).unwrap();
                 core.on_element(7u64, second.clone(), 0, &mut emit).unwrap();
                 if restore {
-                    let snapshot = core.snapshot(MAX_PARALLELISM_DEFAULT);
-                    core = new_core();
-                    core.restore(&[snapshot], 0..MAX_PARALLELISM_DEFAULT).unwrap();
+                    core = through_snapshot(&core, new_core);
                     core.advance_watermark(0, 0, &mut emit);
                 }
                 core.advance_watermark(WATERMARK_MAX, 0, &mut emit);
-                let rows: Vec<Row> =
-                    results.iter().map(|r| (r.value.window.start, r.value.window.end, r.value.value)).collect();
-                assert_eq!(rows, vec![(20, 120, 1), (100, 200, 1)], "restored: {restore}");
+                assert_eq!(rows(&results), vec![(20, 120, 1), (100, 200, 1)], "restored: {restore}");
                 assert!(late.is_empty() && core.is_empty());
             }
         }

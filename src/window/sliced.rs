@@ -767,28 +767,10 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
 mod tests {
     use super::*;
     use crate::runtime::{Emit, KeyedEngine};
+    use crate::window::test_functions::Sum;
     use crate::window::{Aggregating, SlidingWindows, TimeDomain, WindowAssigner, WindowCore, WindowSettings};
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-
-    struct Sum;
-
-    impl AggregateFunction<i64> for Sum {
-        type Accumulator = (i64, i64);
-        type Output = (i64, i64);
-        fn create_accumulator(&self) -> (i64, i64) {
-            (0, 0)
-        }
-        fn add(&self, acc: &mut (i64, i64), value: &i64) {
-            *acc = (acc.0 + 1, acc.1 + value);
-        }
-        fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
-            *acc = (acc.0 + other.0, acc.1 + other.1);
-        }
-        fn result(&self, acc: &(i64, i64)) -> (i64, i64) {
-            *acc
-        }
-    }
 
     type Rows = Vec<(u8, i64, i64, (i64, i64))>;
 
