@@ -395,6 +395,25 @@ mod tests {
         assert_eq!(generator.current_watermark(), 7_999);
     }
 
+    /// A generator that keeps no state: its watermark is a fixed time.
+    struct Fixed;
+
+    impl WatermarkGenerator for Fixed {
+        fn on_event(&mut self, _time_ms: i64) {}
+        fn current_watermark(&self) -> i64 {
+            1_000
+        }
+    }
+
+    #[test]
+    fn a_stateless_generator_checkpoints_and_restores_with_the_defaults() {
+        // A checkpoint of a job with a user's stateless generator must restore: the default
+        // snapshot is what the default restore accepts, and anything else is refused.
+        let state = Fixed.snapshot();
+        assert_eq!(Fixed.restore(&state), Ok(()));
+        assert!(Fixed.restore(&[0]).is_err(), "a stateless generator has nothing to restore");
+    }
+
     #[test]
     fn strategies_parse() {
         assert_eq!(WatermarkStrategy::parse("bounded:2s").unwrap().to_string(), "bounded:2s");

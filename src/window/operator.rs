@@ -1081,34 +1081,76 @@ mod tests {
         assert!(core.is_empty() && core.event_timers_live == 0);
     }
 
-    /// Fires a window once no element has come for a second of event time: every element deletes
-    /// the timer of the one before and registers its own.
-    struct QuietFor1s;
+    /// Fires a window once no element has come for a second: every element deletes the timer of
+    /// the one before and registers its own, a second after the element's time — an event-time
+    /// timer, or with `on_the_clock` a processing-time timer.
+    struct QuietFor1s {
+        on_the_clock: bool,
+    }
+
+    impl QuietFor1s {
+        fn delete(&self, time_ms: i64, ctx: &mut TriggerContext) {
+            match self.on_the_clock {
+                true => ctx.delete_processing_time_timer(time_ms),
+                false => ctx.delete_event_time_timer(time_ms),
+            }
+        }
+
+        fn result(&self, fired_on_the_clock: bool) -> TriggerResult {
+            if fired_on_the_clock == self.on_the_clock { TriggerResult::FireAndPurge } else { TriggerResult::Continue }
+        }
+    }
 
     impl Trigger<u8> for QuietFor1s {
         fn on_element(&self, _value: &u8, time_ms: i64, _window: &Window, ctx: &mut TriggerContext) -> TriggerResult {
             if let Some(previous) = ctx.state(0) {
-                ctx.delete_event_time_timer(previous);
+                self.delete(previous, ctx);
             }
             ctx.set_state(0, time_ms + 1_000);
-            ctx.register_event_time_timer(time_ms + 1_000);
+            match self.on_the_clock {
+                true => ctx.register_processing_time_timer(time_ms + 1_000),
+                false => ctx.register_event_time_timer(time_ms + 1_000),
+            }
             TriggerResult::Continue
         }
         fn on_event_time(&self, _time_ms: i64, _window: &Window, _ctx: &mut TriggerContext) -> TriggerResult {
-            TriggerResult::FireAndPurge
+            self.result(false)
         }
         fn on_processing_time(&self, _time_ms: i64, _window: &Window, _ctx: &mut TriggerContext) -> TriggerResult {
-            TriggerResult::Continue
+            self.result(true)
         }
         fn clear(&self, _window: &Window, ctx: &mut TriggerContext) {
             if let Some(previous) = ctx.state(0) {
-                ctx.delete_event_time_timer(previous);
+                self.delete(previous, ctx);
             }
             ctx.clear_state(0);
         }
         fn name(&self) -> String {
             "quiet for 1 s".to_string()
         }
+    }
+
+    #[test]
+    fn a_deleted_processing_time_timer_neither_fires_nor_wakes_the_operator() {
+        let settings = WindowSettings {
+            assigner: Arc::new(GlobalWindows) as Arc<dyn WindowAssigner<u8>>,
+            trigger: Arc::new(QuietFor1s { on_the_clock: true }),
+            allowed_lateness_ms: 0,
+            per_record_watermarks: true,
+        };
+        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        core.on_element("k", Record::new(0, WATERMARK_MIN, 0u8), 0, &mut emit).unwrap();
+        assert_eq!(core.next_processing_timer(), Some(1_000));
+        // The second element moves the timer: the runtime must not be woken for the old one.
+        core.on_element("k", Record::new(100, WATERMARK_MIN, 0u8), 50, &mut emit).unwrap();
+        assert_eq!(core.next_processing_timer(), Some(1_100));
+        core.advance_processing_time(1_100, &mut emit);
+        assert!(emit.results.is_empty(), "the deleted timer for 1000 fired");
+        core.advance_processing_time(1_101, &mut emit);
+        assert_eq!(rows(emit.results), vec![(i64::MIN, i64::MAX, 2)]);
+        assert_eq!(core.next_processing_timer(), None);
     }
 
     #[test]
@@ -1119,7 +1161,7 @@ mod tests {
         // which watermark 6500 fires with all four elements; 5100 comes after it, alone, and
         // fires at the end of the input.
         let input = [(0, WATERMARK_MIN), (100, WATERMARK_MIN), (200, WATERMARK_MIN), (5_000, 1_150), (5_100, 6_500)];
-        let (rows, late) = run(global, Some(Arc::new(QuietFor1s)), 0, &input);
+        let (rows, late) = run(global, Some(Arc::new(QuietFor1s { on_the_clock: false })), 0, &input);
         let window = (i64::MIN, i64::MAX);
         assert_eq!(rows, vec![(window.0, window.1, 4), (window.0, window.1, 1)]);
         assert!(late.is_empty());
