@@ -255,3 +255,84 @@ impl<'scope, K: Key, D: Data> KeyedStream<'scope, K, D> {
         keyed_operator(self.stream().clone(), exchange, "process", OperatorKind::Keyed, key, core).results
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::WATERMARK_MAX;
+
+    /// Registers an event-time timer 100 ms after each element (of both time domains, so that a
+    /// restore must bring back both queues) and reports each firing as `(key, time, domain)`.
+    struct RemindLater;
+
+    impl KeyedProcessFunction<u32, i64> for RemindLater {
+        type Output = (u32, i64, bool);
+
+        fn process_element(&mut self, time_ms: i64, ctx: &mut ProcessContext<'_, u32, Self::Output>) {
+            ctx.register_event_time_timer(time_ms + 100);
+            ctx.register_processing_time_timer(time_ms + 100);
+        }
+
+        fn on_timer(&mut self, time_ms: i64, domain: TimeDomain, ctx: &mut ProcessContext<'_, u32, Self::Output>) {
+            let key = *ctx.key();
+            ctx.collect((key, time_ms, domain == TimeDomain::EventTime));
+        }
+    }
+
+    const MAX_PARALLELISM: u32 = 16;
+
+    fn core() -> KeyedProcessCore<u32, i64, RemindLater> {
+        KeyedProcessCore::new(RemindLater, MAX_PARALLELISM, true)
+    }
+
+    /// Feeds `(key, time)` elements, each stamped with the watermark `time − 200`.
+    fn feed(core: &mut KeyedProcessCore<u32, i64, RemindLater>, input: &[(u32, i64)], out: &mut Vec<(u32, i64, bool)>) {
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        for &(key, time_ms) in input {
+            core.on_element(key, Record::new(time_ms, time_ms - 200, time_ms), time_ms, &mut emit).unwrap();
+        }
+        out.extend(results.into_iter().map(|record| record.value));
+    }
+
+    /// Ends the input: every timer of both domains fires.
+    fn finish(core: &mut KeyedProcessCore<u32, i64, RemindLater>, out: &mut Vec<(u32, i64, bool)>) {
+        let (mut results, mut late) = (Vec::new(), Vec::new());
+        let mut emit = Emit { results: &mut results, late: &mut late };
+        core.advance_watermark(WATERMARK_MAX, i64::MAX, &mut emit);
+        core.advance_processing_time(i64::MAX, &mut emit);
+        out.extend(results.into_iter().map(|record| record.value));
+    }
+
+    #[test]
+    fn pending_timers_survive_a_restore_on_other_parallelism() {
+        let input: Vec<(u32, i64)> = (0..60).map(|i| (i % 7, 50 * i64::from(i))).collect();
+        let (before, after) = input.split_at(30);
+        let mut uninterrupted = Vec::new();
+        let mut whole = core();
+        feed(&mut whole, &input, &mut uninterrupted);
+        finish(&mut whole, &mut uninterrupted);
+
+        let mut restored_run = Vec::new();
+        let mut first = core();
+        feed(&mut first, before, &mut restored_run);
+        let snapshot = first.snapshot(MAX_PARALLELISM);
+        // Two instances now, each with half of the key groups and the timers of its keys.
+        for key_groups in [0..MAX_PARALLELISM / 2, MAX_PARALLELISM / 2..MAX_PARALLELISM] {
+            let mut instance = core();
+            instance.restore(std::slice::from_ref(&snapshot), key_groups.clone()).unwrap();
+            let mine: Vec<(u32, i64)> = after
+                .iter()
+                .copied()
+                .filter(|(key, _)| key_groups.contains(&crate::state::key_group(key, MAX_PARALLELISM)))
+                .collect();
+            feed(&mut instance, &mine, &mut restored_run);
+            finish(&mut instance, &mut restored_run);
+        }
+        // The timers pending at the snapshot are there (the test is about them).
+        assert!(restored_run.len() == uninterrupted.len() && uninterrupted.len() == 2 * input.len());
+        uninterrupted.sort();
+        restored_run.sort();
+        assert_eq!(restored_run, uninterrupted);
+    }
+}

@@ -603,3 +603,40 @@ impl Coordinator {
 fn store_error(error: super::store::StoreError) -> Error {
     Error::Runtime(error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemoryStore;
+    use crate::time::ManualClock;
+
+    #[test]
+    fn a_checkpoint_reports_its_parts_and_alignment_over_every_participant() {
+        let clock = Arc::new(ManualClock::new(0));
+        let config = CheckpointConfig::new(Arc::new(MemoryStore::new()));
+        let coordinator = Coordinator::new(config, "job", 1, 8, clock.clone()).unwrap();
+        for name in ["a", "b"] {
+            coordinator.register(name);
+        }
+        coordinator.worker_built();
+        clock.advance_ms(1_000);
+        let id = coordinator.poll();
+        assert_eq!(id, coordinator.start_epoch(), "the interval has passed: the first checkpoint starts");
+        let stats = |alignment_ms, buffered_records, buffered_bytes| AlignmentStats {
+            alignment_ms,
+            buffered_records,
+            buffered_bytes,
+        };
+        coordinator.acknowledge(id, "a", &[1, 2, 3], stats(7, 2, 20));
+        assert_eq!(coordinator.latest_complete(), 0, "one part of two is not a checkpoint");
+        clock.advance_ms(5);
+        coordinator.acknowledge(id, "b", &[4; 5], stats(3, 3, 30));
+        assert_eq!(coordinator.latest_complete(), id);
+        let record = coordinator.history().pop().expect("the checkpoint is in the history");
+        assert_eq!(record.status, CheckpointStatus::Completed);
+        assert_eq!((record.trigger_ms, record.end_ms), (1_000, 1_005));
+        assert_eq!((record.parts, record.bytes), (2, 8));
+        // The longest alignment; records and bytes buffered by all participants together.
+        assert_eq!((record.alignment_ms_max, record.buffered_records, record.buffered_bytes), (7, 5, 50));
+    }
+}
