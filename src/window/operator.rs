@@ -1021,12 +1021,18 @@ mod tests {
         allowed_lateness_ms: i64,
         per_record_watermarks: bool,
     ) -> Counter {
-        let settings = WindowSettings {
-            trigger: assigner.default_trigger(),
-            assigner,
-            allowed_lateness_ms,
-            per_record_watermarks,
-        };
+        let trigger = assigner.default_trigger();
+        counter_with(assigner, trigger, allowed_lateness_ms, per_record_watermarks)
+    }
+
+    /// Counts per window of `assigner` and key `K`, fired by `trigger`.
+    fn counter_with<K: Hash + Eq + Clone>(
+        assigner: Arc<dyn WindowAssigner<u8>>,
+        trigger: Arc<dyn Trigger<u8>>,
+        allowed_lateness_ms: i64,
+        per_record_watermarks: bool,
+    ) -> WindowCore<K, u8, Aggregating<Count>> {
+        let settings = WindowSettings { assigner, trigger, allowed_lateness_ms, per_record_watermarks };
         WindowCore::new(settings, Aggregating(Arc::new(Count)))
     }
 
@@ -1132,13 +1138,7 @@ mod tests {
 
     #[test]
     fn a_deleted_processing_time_timer_neither_fires_nor_wakes_the_operator() {
-        let settings = WindowSettings {
-            assigner: Arc::new(GlobalWindows) as Arc<dyn WindowAssigner<u8>>,
-            trigger: Arc::new(QuietFor1s { on_the_clock: true }),
-            allowed_lateness_ms: 0,
-            per_record_watermarks: true,
-        };
-        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let mut core = counter_with(Arc::new(GlobalWindows), Arc::new(QuietFor1s { on_the_clock: true }), 0, true);
         let (mut results, mut late) = (Vec::new(), Vec::new());
         let mut emit = Emit { results: &mut results, late: &mut late };
         core.on_element("k", Record::new(0, WATERMARK_MIN, 0u8), 0, &mut emit).unwrap();
@@ -1176,9 +1176,7 @@ mod tests {
         input: &[(i64, i64)],
     ) -> (Vec<Row>, Vec<i64>) {
         let trigger = trigger.unwrap_or_else(|| assigner.default_trigger());
-        let settings =
-            WindowSettings { assigner, trigger, allowed_lateness_ms: lateness_ms, per_record_watermarks: true };
-        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let mut core = counter_with(assigner, trigger, lateness_ms, true);
         let (mut results, mut late) = (Vec::new(), Vec::new());
         let mut emit = Emit { results: &mut results, late: &mut late };
         for &(time_ms, stamp_ms) in input {
@@ -1309,14 +1307,8 @@ mod tests {
 
     #[test]
     fn processing_time_windows_fire_on_the_clock() {
-        let settings = WindowSettings {
-            assigner: Arc::new(TumblingWindows::new(1_000, 0, TimeDomain::ProcessingTime).unwrap())
-                as Arc<dyn WindowAssigner<u8>>,
-            trigger: Arc::new(crate::window::ProcessingTimeTrigger),
-            allowed_lateness_ms: 0,
-            per_record_watermarks: true,
-        };
-        let mut core = WindowCore::new(settings, Aggregating(Arc::new(Count)));
+        let assigner = Arc::new(TumblingWindows::new(1_000, 0, TimeDomain::ProcessingTime).unwrap());
+        let mut core = counter_with(assigner, Arc::new(crate::window::ProcessingTimeTrigger), 0, true);
         let (mut results, mut late) = (Vec::new(), Vec::new());
         let mut emit = Emit { results: &mut results, late: &mut late };
         core.on_element("k", Record::new(50_000, WATERMARK_MIN, 0u8), 100, &mut emit).unwrap();
