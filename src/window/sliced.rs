@@ -746,7 +746,7 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
     }
 
     fn watermark_ms(&self) -> i64 {
-        self.watermark_ms
+        SlicedCore::watermark_ms(self)
     }
 
     fn prefetch_far(&self, key: &K) -> u64 {
@@ -780,10 +780,15 @@ mod tests {
     ) -> (Rows, Vec<i64>) {
         let (mut results, mut late) = (Vec::new(), Vec::new());
         let mut emit = Emit { results: &mut results, late: &mut late };
+        let mut watermark_ms = i64::MIN;
         for &(key, time_ms, stamp_ms) in input {
             engine.on_element(key, Record::new(time_ms, stamp_ms, time_ms), 0, &mut emit).unwrap();
+            // Both operators follow the records' watermarks, which never go back.
+            watermark_ms = watermark_ms.max(stamp_ms);
+            assert_eq!(engine.watermark_ms(), watermark_ms, "the operator's watermark after stamp {stamp_ms}");
         }
         engine.advance_watermark(i64::MAX, 0, &mut emit);
+        assert_eq!(engine.watermark_ms(), i64::MAX);
         let mut rows: Rows =
             results.iter().map(|r| (r.value.key, r.value.window.start, r.value.window.end, r.value.value)).collect();
         rows.sort();
