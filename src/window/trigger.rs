@@ -442,3 +442,18 @@ impl<D> Trigger<D> for NeverTrigger {
         "never".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purging_trigger_merges_windows_exactly_when_the_trigger_it_wraps_does() {
+        // Session windows refuse a trigger that cannot merge (`WindowedStream::build`): wrapping
+        // it in a purging trigger must not smuggle it in, nor keep out one that can.
+        let never: Arc<dyn Trigger<u8>> = Arc::new(NeverTrigger);
+        let event_time: Arc<dyn Trigger<u8>> = Arc::new(EventTimeTrigger);
+        assert!(!Trigger::<u8>::can_merge(&PurgingTrigger::of(never)));
+        assert!(Trigger::<u8>::can_merge(&PurgingTrigger::of(event_time)));
+    }
+}
