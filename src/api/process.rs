@@ -261,8 +261,8 @@ mod tests {
     use super::*;
     use crate::time::WATERMARK_MAX;
 
-    /// Registers an event-time timer 100 ms after each element (of both time domains, so that a
-    /// restore must bring back both queues) and reports each firing as `(key, time, domain)`.
+    /// Registers a timer of each time domain 100 ms after each element's time (so that a restore
+    /// must bring back both queues) and reports each firing as `(key, time, is event time)`.
     struct RemindLater;
 
     impl KeyedProcessFunction<u32, i64> for RemindLater {
