@@ -15,11 +15,17 @@
 //! window. Slices are kept until the last window containing them is past its cleanup time, which
 //! is also why a window can never be recomputed from slices after it was cleaned up.
 //!
-//! Two layouts serve the two halves of the work. An element needs its key's slices: each key keeps
-//! its accumulators next to the key itself, so a record touches one spot of memory. Firing goes by
-//! time: each slice lists the keys that have an accumulator in it, and the watermark walks the
-//! windows in order of end, each window the lists of its slices, and drops a slice by walking its
-//! list. No key needs a timer of its own, and firing and dropping read the lists front to back.
+//! The accumulators live in their slices, so that the time-ordered work reads memory in order.
+//! A slice holds one *entry* per key with an element in it (the key and its accumulator), in the
+//! order the keys entered it. The watermark walks the windows in order of end; a window walks the
+//! entries of its slices front to back, merging each key's into that key's result so far (a list
+//! of the keys met, in the order met), and then emits the list; a slice is dropped whole. An
+//! element needs its key's entry in one slice: the key knows where its newest entry is, and each
+//! entry where the key's next older one is. An element of its key's newest slice, or of a newer
+//! one (nearly all of them: elements come nearly in order), touches the key and one entry; an
+//! out-of-order one walks back a few entries. No key needs a timer of its own. (Keeping the
+//! accumulators beside the key instead made every firing chase one heap block per key: a sliding
+//! key holds more slices than fit inline.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
@@ -82,22 +88,58 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Slices a key keeps without a heap allocation: a tumbling window's key rarely has more than its
-/// open window and the next one.
-const INLINE_SLICES: usize = 2;
+/// How many entries ahead a walk of a slice starts loading their keys' state: the entries are in
+/// the order keys entered the slice, so each key's state is elsewhere in memory.
+const STATE_AHEAD: usize = 8;
 
-/// Everything the operator knows of one key, in one place: a record's lookup compares the key and
-/// then updates the slices next to it, and a firing reads both, so each touches one spot of memory
-/// (with thousands of keys, a separate key table and slice buffer per key were a cache miss each).
-struct KeyState<K, A> {
+/// `older_position` of an entry that is its key's oldest.
+const NO_OLDER: u32 = u32::MAX;
+
+/// One key's accumulator in one slice.
+struct SliceEntry<A> {
+    /// The start of the key's next older slice (meaningless when `older_position == NO_OLDER`).
+    /// It may have been dropped since: the walk back ends there.
+    older_slice: i64,
+    accumulator: A,
+    key: KeyId,
+    /// Where in `older_slice` the key's entry is, or [`NO_OLDER`].
+    older_position: u32,
+}
+
+impl<A> SliceEntry<A> {
+    /// Where the key's next older entry is, as `(slice start, position)`.
+    fn older(&self) -> Option<(i64, u32)> {
+        (self.older_position != NO_OLDER).then_some((self.older_slice, self.older_position))
+    }
+}
+
+/// A slice and the entries of the keys with an element in it, in the order they entered it.
+struct Slice<A> {
+    start: i64,
+    entries: Vec<SliceEntry<A>>,
+}
+
+/// What the operator knows of one key besides its accumulators.
+#[repr(align(64))]
+struct KeyState<K> {
     key: K,
-    /// Non-empty slices, by start, ascending.
-    slices: SmallVec<[(i64, A); INLINE_SLICES]>,
     /// Windows starting before this have fired for this key (in order, or as late firings): a
-    /// window whose slices all list the key fires for it once, and after a restore (the watermark
+    /// window whose slices all hold the key fires for it once, and after a restore (the watermark
     /// starts again from the minimum) windows fired before the snapshot do not fire again.
     next_start: i64,
+    /// Where the key's newest entry is, `(slice start, position)`; meaningless while
+    /// `slice_count == 0`.
+    newest_slice: i64,
+    newest_position: u32,
+    /// How many live slices hold an entry of the key.
+    slice_count: u32,
+    /// Where the key's result for the window being fired is in `SlicedCore::firing`, or
+    /// [`NOT_FIRING`]. Beside `next_start`, which a firing reads anyway: one load per entry.
+    firing_at: u32,
 }
+
+/// `firing_at` of a key the firing has not met.
+const NOT_FIRING: u32 = u32::MAX;
 
 /// One worker's sliced window operator.
 pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
@@ -109,16 +151,17 @@ pub struct SlicedCore<K, D, A: AggregateFunction<D>> {
     tumbling: bool,
     function: Arc<A>,
     key_ids: KeyIndex,
-    keys: Vec<KeyState<K, A::Accumulator>>,
+    keys: Vec<KeyState<K>>,
     /// Keys without a slice, released (their ids reused) now and then.
     idle: IdleKeys,
     /// Ids of released keys.
     free_ids: Vec<KeyId>,
-    /// `(slice start, the keys with an accumulator in that slice, in the order they got it)`, by
-    /// start. A window fires by walking the lists of its slices, and a slice is dropped by walking
-    /// its list: time-ordered work reads memory in order and needs no per-key timer. A deque, not
-    /// a map: a new slice nearly always comes last and the oldest goes first.
-    slice_keys: VecDeque<(i64, Vec<KeyId>)>,
+    /// The live slices, by start. A deque, not a map: a new slice nearly always comes last and the
+    /// oldest goes first.
+    slices: VecDeque<Slice<A::Accumulator>>,
+    /// The keys a firing met, in the order it met them, each with its result merged so far
+    /// (empty between firings; kept for its allocation).
+    firing: Vec<(KeyId, A::Accumulator)>,
     /// Windows starting before this have been fired in order (every window before it ends at or
     /// before the watermark); the next in-order firing starts at or after it.
     cursor: i64,
@@ -158,7 +201,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
             keys: Vec::new(),
             idle: IdleKeys::default(),
             free_ids: Vec::new(),
-            slice_keys: VecDeque::new(),
+            slices: VecDeque::new(),
+            firing: Vec::new(),
             cursor: i64::MIN,
             next_due: i64::MAX,
             watermark_ms: WATERMARK_MIN,
@@ -183,7 +227,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
 
     /// Whether no slice is left.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.keys.iter().all(|state| state.slices.is_empty())
+        self.pending.is_empty() && self.slices.is_empty()
     }
 
     /// The id of `key`, whose hash is `hash`, made if new.
@@ -194,16 +238,22 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
         let id = match self.free_ids.pop() {
             Some(id) => {
-                // A released key left no slice; its slice list keeps its allocation for the next key.
                 let state = &mut self.keys[id as usize];
-                debug_assert!(state.slices.is_empty(), "a released key is empty");
+                assert!(state.slice_count == 0 && state.firing_at == NOT_FIRING, "a released key is empty");
                 state.key = key;
                 state.next_start = i64::MIN;
                 id
             }
             None => {
                 let id = KeyId::try_from(self.keys.len()).expect("at most 2^32 - 1 keys per worker");
-                self.keys.push(KeyState { key, slices: SmallVec::new(), next_start: i64::MIN });
+                self.keys.push(KeyState {
+                    key,
+                    next_start: i64::MIN,
+                    newest_slice: i64::MIN,
+                    newest_position: NO_OLDER,
+                    slice_count: 0,
+                    firing_at: NOT_FIRING,
+                });
                 id
             }
         };
@@ -225,7 +275,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         let keys = &self.keys;
         self.idle.release(&mut self.key_ids, &mut self.free_ids, keys.len(), |id| {
             let state = &keys[id as usize];
-            (state.slices.is_empty() && !pending[id as usize]).then(|| hash_key(&state.key))
+            (state.slice_count == 0 && !pending[id as usize]).then(|| hash_key(&state.key))
         });
     }
 
@@ -264,25 +314,114 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.spec.earliest_start(self.last_start(time_ms), time_ms).unwrap_or(i64::MIN)
     }
 
-    /// Adds `key` to the list of the slice starting at `slice`, which it has just entered.
-    fn list_in_slice(&mut self, key: KeyId, slice: i64) {
-        // Searched from the newest: elements are nearly in order.
-        let before = self.slice_keys.iter().rposition(|(start, _)| *start <= slice);
-        match before {
-            Some(at) if self.slice_keys[at].0 == slice => self.slice_keys[at].1.push(key),
-            _ => {
-                self.slice_keys.insert(before.map_or(0, |at| at + 1), (slice, vec![key]));
-                self.refresh_due();
+    /// The index of the live slice starting at `start`, if there is one.
+    #[inline]
+    fn slice_index(&self, start: i64) -> Option<usize> {
+        // Most lookups are of the newest slice.
+        if self.slices.back().is_some_and(|slice| slice.start == start) {
+            return Some(self.slices.len() - 1);
+        }
+        let at = self.slices.partition_point(|slice| slice.start < start);
+        (self.slices.get(at).is_some_and(|slice| slice.start == start)).then_some(at)
+    }
+
+    /// The index of the slice starting at `start`, made (empty) if new.
+    fn slice_at(&mut self, start: i64) -> usize {
+        if let Some(at) = self.slice_index(start) {
+            return at;
+        }
+        let at = self.slices.partition_point(|slice| slice.start < start);
+        self.slices.insert(at, Slice { start, entries: Vec::new() });
+        self.refresh_due();
+        at
+    }
+
+    /// `key`'s entry in the slice starting at `slice_start`, as `(slice index, position)`, made
+    /// with a new accumulator if the key has none there yet.
+    #[inline]
+    fn entry_at(&mut self, key: KeyId, slice_start: i64) -> (usize, usize) {
+        let state = &self.keys[key as usize];
+        // Most elements go to their key's newest slice.
+        if state.slice_count > 0 && state.newest_slice == slice_start {
+            let at = self.slice_index(slice_start).expect("a key's newest slice is live");
+            return (at, state.newest_position as usize);
+        }
+        self.new_or_older_entry(key, slice_start)
+    }
+
+    /// [`entry_at`](Self::entry_at) for an element that is not of its key's newest slice.
+    #[inline(never)]
+    fn new_or_older_entry(&mut self, key: KeyId, slice_start: i64) -> (usize, usize) {
+        let index = self.slice_at(slice_start);
+        let state = &self.keys[key as usize];
+        // Walk back from the key's newest entry to the first not newer than `slice_start`,
+        // remembering the one after it, whose link a new entry goes between.
+        let mut newer: Option<(usize, usize)> = None;
+        let mut walk = (state.slice_count > 0).then_some((state.newest_slice, state.newest_position));
+        while let Some((slice, position)) = walk {
+            if slice < slice_start {
+                break;
+            }
+            // Slices are dropped oldest first, and one is dropped only when no element can enter
+            // it any more: one at or after the slice this element enters is still there.
+            let Some(at) = self.slice_index(slice) else {
+                unreachable!("a key's entry at {slice} newer than {slice_start} was dropped");
+            };
+            let entry = &self.slices[at].entries[position as usize];
+            assert_eq!(entry.key, key, "an entry links to its own key's entries only");
+            if slice == slice_start {
+                return (at, position as usize);
+            }
+            newer = Some((at, position as usize));
+            walk = entry.older();
+        }
+        let (older_slice, older_position) = walk.unwrap_or((i64::MIN, NO_OLDER));
+        let entries = &mut self.slices[index].entries;
+        let position = entries.len();
+        let position_u32 = u32::try_from(position).expect("at most 2^32 - 1 keys per slice");
+        assert_ne!(position_u32, NO_OLDER, "at most 2^32 - 2 keys per slice");
+        entries.push(SliceEntry { older_slice, accumulator: self.function.create_accumulator(), key, older_position });
+        match newer {
+            Some((at, newer_position)) => {
+                let entry = &mut self.slices[at].entries[newer_position];
+                entry.older_slice = slice_start;
+                entry.older_position = position_u32;
+            }
+            None => {
+                let state = &mut self.keys[key as usize];
+                state.newest_slice = slice_start;
+                state.newest_position = position_u32;
             }
         }
+        let state = &mut self.keys[key as usize];
+        state.slice_count += 1;
+        if state.slice_count == 1 {
+            self.idle.turned_busy();
+        }
+        (index, position)
+    }
+
+    /// `key`'s live entries, newest first, as `(slice index, position)`.
+    fn entries_of(&self, key: KeyId) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let state = &self.keys[key as usize];
+        let mut walk = (state.slice_count > 0).then_some((state.newest_slice, state.newest_position));
+        std::iter::from_fn(move || {
+            let (slice, position) = walk?;
+            // A dropped slice ends the walk: every older one is dropped too.
+            let at = self.slice_index(slice)?;
+            let entry = &self.slices[at].entries[position as usize];
+            assert_eq!(entry.key, key, "an entry links to its own key's entries only");
+            walk = entry.older();
+            Some((at, position as usize))
+        })
     }
 
     /// The earliest window starting at or after `cursor` (a window start, or `i64::MIN`) that
     /// holds a slice.
     fn next_window_from(&self, cursor: i64) -> Option<i64> {
         // A window starting at or after `cursor` holds no slice before it.
-        let from = self.slice_keys.partition_point(|(slice, _)| *slice < cursor);
-        for &slice in self.slice_keys.range(from..).map(|(slice, _)| slice) {
+        let from = self.slices.partition_point(|slice| slice.start < cursor);
+        for slice in self.slices.range(from..).map(|slice| slice.start) {
             let first = self.first_start(slice).max(cursor);
             // With `size < slide` a slice may lie between windows: then no later window holds it.
             if slice < first.saturating_add(self.spec.size_ms) {
@@ -300,19 +439,26 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     /// Recomputes `next_due` from the slices.
     fn refresh_due(&mut self) {
         let window_due = self.next_window_from(self.cursor).map(|start| self.window_at(start).max_timestamp());
-        let drop_due = self.slice_keys.front().map(|(slice, _)| self.drop_time(*slice));
+        let drop_due = self.slices.front().map(|slice| self.drop_time(slice.start));
         self.next_due = window_due.unwrap_or(i64::MAX).min(drop_due.unwrap_or(i64::MAX));
     }
 
+    /// Fires the window starting at `start` for `key` alone (a late firing), if the key has an
+    /// element in it.
     fn emit_window(&mut self, key: KeyId, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         let window = self.window_at(start);
+        let in_window: SmallVec<[(usize, usize); 8]> = self
+            .entries_of(key)
+            .skip_while(|&(at, _)| self.slices[at].start >= window.end)
+            .take_while(|&(at, _)| self.slices[at].start >= window.start)
+            .collect();
+        // Merged oldest first, as an in-order firing does.
         let mut accumulator: Option<A::Accumulator> = None;
-        for (slice_start, slice) in &self.keys[key as usize].slices {
-            if *slice_start >= window.start && *slice_start < window.end {
-                match accumulator.as_mut() {
-                    None => accumulator = Some(slice.clone()),
-                    Some(into) => self.function.merge(into, slice.clone()),
-                }
+        for &(at, position) in in_window.iter().rev() {
+            let slice = &self.slices[at].entries[position].accumulator;
+            match accumulator.as_mut() {
+                None => accumulator = Some(slice.clone()),
+                Some(into) => self.function.merge(into, slice.clone()),
             }
         }
         let Some(accumulator) = accumulator else { return };
@@ -369,7 +515,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
                 }
                 if self.tumbling
                     && self.drop_time(start) <= watermark_ms
-                    && self.slice_keys.front().is_some_and(|(oldest, _)| *oldest == start)
+                    && self.slices.front().is_some_and(|oldest| oldest.start == start)
                 {
                     self.fire_and_drop_oldest(start, previous, emit);
                 } else {
@@ -383,64 +529,76 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         self.set_watermark(watermark_ms);
     }
 
-    /// Fires the window starting at `start` for every key with a slice in it that has not fired
-    /// it yet, in the order its slices list them.
+    /// Fires the window starting at `start` for every key with an element in it that has not
+    /// fired it yet, in the order its slices' entries first name them.
     fn fire_window(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
-        let end = start.saturating_add(self.spec.size_ms);
-        let mut at = self.slice_keys.partition_point(|(slice, _)| *slice < start);
-        // Each key listed in one of the window's slices fires at most once: room for all of them
-        // up front, so that a firing of many keys does not copy its results each time the vector
-        // grows (a key in several slices is counted once per slice: with 1 to 2 records per key
-        // and window, sliding windows of five slices reserve about 1.4 times what they emit).
-        let listed = self.slice_keys.range(at..).take_while(|(slice, _)| *slice < end).map(|(_, keys)| keys.len());
-        emit.results.reserve(listed.sum());
-        while at < self.slice_keys.len() && self.slice_keys[at].0 < end {
-            let keys = std::mem::take(&mut self.slice_keys[at].1);
-            for (index, &key) in keys.iter().enumerate() {
-                self.prefetch_listed(&keys, index);
-                if self.keys[key as usize].next_start <= start {
-                    self.emit_window(key, start, stamp_ms, emit);
-                    self.keys[key as usize].next_start = start.saturating_add(self.spec.slide_ms);
+        let window = self.window_at(start);
+        let first = self.slices.partition_point(|slice| slice.start < start);
+        let mut met = std::mem::take(&mut self.firing);
+        let function = &*self.function;
+        for slice in self.slices.range(first..).take_while(|slice| slice.start < window.end) {
+            // Merged oldest slice first, as a late firing does.
+            for (index, entry) in slice.entries.iter().enumerate() {
+                if let Some(ahead) = slice.entries.get(index + STATE_AHEAD) {
+                    crate::runtime::prefetch_memory(&self.keys[ahead.key as usize]);
+                }
+                let state = &mut self.keys[entry.key as usize];
+                if state.firing_at != NOT_FIRING {
+                    function.merge(&mut met[state.firing_at as usize].1, entry.accumulator.clone());
+                } else if state.next_start <= start {
+                    state.firing_at = met.len() as u32;
+                    met.push((entry.key, entry.accumulator.clone()));
                 }
             }
-            self.slice_keys[at].1 = keys;
-            at += 1;
         }
+        emit.results.reserve(met.len());
+        for (index, (key, accumulator)) in met.iter().enumerate() {
+            if let Some(&(ahead, _)) = met.get(index + STATE_AHEAD) {
+                crate::runtime::prefetch_memory(&self.keys[ahead as usize]);
+            }
+            let state = &mut self.keys[*key as usize];
+            state.firing_at = NOT_FIRING;
+            state.next_start = start.saturating_add(self.spec.slide_ms);
+            self.emit_result(*key, window, stamp_ms, accumulator, emit);
+        }
+        met.clear();
+        self.firing = met;
     }
 
     /// `fire_window` and then `drop_slices` of a tumbling window whose one slice is the oldest
-    /// and is dropped by the same watermark (no allowed lateness keeps it): one walk of its list,
-    /// and each accumulator moves into its result instead of being copied and then dropped. The
-    /// results, their order and the keys left empty are those of the two walks.
+    /// and is dropped by the same watermark (no allowed lateness keeps it): one walk of its
+    /// entries, and each accumulator moves into its result instead of being copied and then
+    /// dropped. The results, their order and the keys left empty are those of the two walks.
     fn fire_and_drop_oldest(&mut self, start: i64, stamp_ms: i64, emit: &mut WindowEmit<'_, K, D, A::Output>) {
         let window = self.window_at(start);
-        let (_, keys) = self.slice_keys.pop_front().expect("the oldest slice is this window's");
-        emit.results.reserve(keys.len());
-        for (index, &key) in keys.iter().enumerate() {
-            self.prefetch_listed(&keys, index);
-            let accumulator = self.take_oldest_slice(key, start);
-            let state = &mut self.keys[key as usize];
+        let slice = self.slices.pop_front().expect("the oldest slice is this window's");
+        assert_eq!(slice.start, start, "a tumbling window's one slice starts with it");
+        emit.results.reserve(slice.entries.len());
+        let mut entries = slice.entries.into_iter();
+        while let Some(entry) = entries.next() {
+            if let Some(ahead) = entries.as_slice().get(STATE_AHEAD - 1) {
+                crate::runtime::prefetch_memory(&self.keys[ahead.key as usize]);
+            }
+            self.left_slice(entry.key);
+            let state = &mut self.keys[entry.key as usize];
             if state.next_start <= start {
                 state.next_start = window.end;
-                self.emit_result(key, window, stamp_ms, &accumulator, emit);
+                self.emit_result(entry.key, window, stamp_ms, &entry.accumulator, emit);
             }
         }
         self.release_idle_keys();
     }
 
-    /// Removes `key`'s oldest slice, which starts at `slice`, and counts the key idle if that
-    /// was its last.
+    /// Counts a dropped slice out of `key`'s, and the key idle if that was its last.
     // Inlined by hand, as `emit_result`: once per key and dropped slice.
     #[inline(always)]
-    fn take_oldest_slice(&mut self, key: KeyId, slice: i64) -> A::Accumulator {
-        let slices = &mut self.keys[key as usize].slices;
-        // Slices go oldest first, and each key's slices are in start order.
-        assert_eq!(slices.first().map(|(start, _)| *start), Some(slice), "a dropped slice is its key's oldest");
-        let (_, accumulator) = slices.remove(0);
-        if slices.is_empty() {
+    fn left_slice(&mut self, key: KeyId) {
+        let state = &mut self.keys[key as usize];
+        assert!(state.slice_count > 0, "a key's slices are counted");
+        state.slice_count -= 1;
+        if state.slice_count == 0 {
             self.idle.turned_idle();
         }
-        accumulator
     }
 
     fn set_watermark(&mut self, watermark_ms: i64) {
@@ -452,35 +610,19 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         }
     }
 
-    /// Starts loading the state of keys a little ahead of `index` in a slice's list: the lists
-    /// are in arrival order, so each key's state, and its slices when they spill to the heap, are
-    /// elsewhere in memory. The state first; a few keys later, with the state in cache, the
-    /// slices it points to.
-    fn prefetch_listed(&self, keys: &[KeyId], index: usize) {
-        const STATE_AHEAD: usize = 8;
-        const SLICES_AHEAD: usize = 3;
-        if let Some(&ahead) = keys.get(index + STATE_AHEAD) {
-            crate::runtime::prefetch_memory(&self.keys[ahead as usize]);
-        }
-        if let Some(&ahead) = keys.get(index + SLICES_AHEAD) {
-            let slices = &self.keys[ahead as usize].slices;
-            if slices.spilled() {
-                crate::runtime::prefetch_memory(&slices[0]);
-            }
-        }
-    }
-
     /// Drops every slice whose last window is past its cleanup time at `watermark_ms`, oldest
     /// first, and notes the keys it leaves with nothing.
     fn drop_slices(&mut self, watermark_ms: i64) {
-        while let Some(&(slice, _)) = self.slice_keys.front() {
-            if self.drop_time(slice) > watermark_ms {
+        while let Some(slice) = self.slices.front() {
+            if self.drop_time(slice.start) > watermark_ms {
                 break;
             }
-            let (_, keys) = self.slice_keys.pop_front().expect("looked at");
-            for (index, &key) in keys.iter().enumerate() {
-                self.prefetch_listed(&keys, index);
-                self.take_oldest_slice(key, slice);
+            let slice = self.slices.pop_front().expect("looked at");
+            for (index, entry) in slice.entries.iter().enumerate() {
+                if let Some(ahead) = slice.entries.get(index + STATE_AHEAD) {
+                    crate::runtime::prefetch_memory(&self.keys[ahead.key as usize]);
+                }
+                self.left_slice(entry.key);
             }
             self.release_idle_keys();
         }
@@ -569,31 +711,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         } else {
             window_start_with_offset(time_ms, self.spec.offset_ms, self.slice_ms)
         };
-        let function = &*self.function;
-        let slices = &mut self.keys[key as usize].slices;
-        let mut new_slice = false;
-        match slices.last_mut() {
-            // Most elements go to their key's newest slice.
-            Some((newest, accumulator)) if *newest == slice_start => fold(function, accumulator),
-            _ => {
-                let position = slices.iter().rposition(|(s, _)| *s <= slice_start);
-                match position {
-                    Some(index) if slices[index].0 == slice_start => fold(function, &mut slices[index].1),
-                    _ => {
-                        if slices.is_empty() {
-                            self.idle.turned_busy();
-                        }
-                        let mut accumulator = function.create_accumulator();
-                        fold(function, &mut accumulator);
-                        slices.insert(position.map_or(0, |index| index + 1), (slice_start, accumulator));
-                        new_slice = true;
-                    }
-                }
-            }
-        }
-        if new_slice {
-            self.list_in_slice(key, slice_start);
-        }
+        let (at, position) = self.entry_at(key, slice_start);
+        fold(&self.function, &mut self.slices[at].entries[position].accumulator);
         // Windows the watermark has already passed fire again at once (late firings), latest
         // first, as Flink's assigner order; they count as fired for the in-order sequence. The
         // window at `start` ends first: if the watermark has not reached it, none fires.
@@ -645,16 +764,22 @@ where
         for ((stamp_ms, _), (key, time_ms, accumulator)) in &self.pending {
             pending[*key as usize].push((*stamp_ms, *time_ms, accumulator));
         }
+        // Each key's slices by start, oldest first.
+        let mut slices: Vec<Vec<(i64, &A::Accumulator)>> = vec![Vec::new(); self.keys.len()];
+        for slice in &self.slices {
+            for entry in &slice.entries {
+                slices[entry.key as usize].push((slice.start, &entry.accumulator));
+            }
+        }
         for id in order {
             let state = &self.keys[id];
-            if state.slices.is_empty() && pending[id].is_empty() {
+            if slices[id].is_empty() && pending[id].is_empty() {
                 continue;
             }
             let key = &state.key;
-            let slices = state.slices.iter().map(|(start, accumulator)| (*start, accumulator)).collect();
             groups.entry(key_group(key, max_parallelism)).or_default().push(KeySlices {
                 key,
-                slices,
+                slices: std::mem::take(&mut slices[id]),
                 next_start: state.next_start,
                 pending: std::mem::take(&mut pending[id]),
             });
@@ -669,7 +794,7 @@ where
         restored.sort_by(|a, b| a.key.cmp(&b.key));
         self.key_ids = KeyIndex::default();
         self.keys.clear();
-        self.slice_keys.clear();
+        self.slices.clear();
         self.cursor = i64::MIN;
         self.idle = IdleKeys::default();
         self.free_ids.clear();
@@ -679,15 +804,11 @@ where
         for snapshot in restored {
             let hash = hash_key(&snapshot.key);
             let id = self.intern(snapshot.key, hash);
-            for (start, _) in &snapshot.slices {
-                self.list_in_slice(id, *start);
+            for (start, accumulator) in snapshot.slices {
+                let (at, position) = self.entry_at(id, start);
+                self.slices[at].entries[position].accumulator = accumulator;
             }
-            let state = &mut self.keys[id as usize];
-            state.slices = snapshot.slices.into_iter().collect();
-            if !state.slices.is_empty() {
-                self.idle.turned_busy();
-            }
-            state.next_start = snapshot.next_start;
+            self.keys[id as usize].next_start = snapshot.next_start;
             for (stamp_ms, time_ms, accumulator) in snapshot.pending {
                 self.pending.insert((stamp_ms, self.pending_count), (id, time_ms, accumulator));
                 self.pending_count += 1;
@@ -800,21 +921,24 @@ mod tests {
     #[test]
     fn keys_that_come_and_go_release_their_ids() {
         // A new key every 10 ms for 10 000 ms of windows of 100 ms: a few keys are live at once,
-        // and the operator's tables hold only those (ids are reused).
-        let spec = SliceSpec { size_ms: 100, slide_ms: 50, offset_ms: 0 };
-        let mut core: SlicedCore<u64, i64, Sum> = SlicedCore::new(spec, 0, true, Arc::new(Sum));
-        let (mut results, mut late) = (Vec::new(), Vec::new());
-        let mut emit = Emit { results: &mut results, late: &mut late };
-        for step in 0..1_000i64 {
-            core.on_element(step as u64, Record::new(step * 10, step * 10 - 1, 1), &mut emit);
+        // and the operator's tables hold only those (ids are reused). Sliding windows drop their
+        // slices apart from firing; tumbling ones fire and drop a slice in one walk.
+        for (slide_ms, windows_per_element) in [(50, 2), (100, 1)] {
+            let spec = SliceSpec { size_ms: 100, slide_ms, offset_ms: 0 };
+            let mut core: SlicedCore<u64, i64, Sum> = SlicedCore::new(spec, 0, true, Arc::new(Sum));
+            let (mut results, mut late) = (Vec::new(), Vec::new());
+            let mut emit = Emit { results: &mut results, late: &mut late };
+            for step in 0..1_000i64 {
+                core.on_element(step as u64, Record::new(step * 10, step * 10 - 1, 1), &mut emit);
+            }
+            core.advance_watermark(i64::MAX, &mut emit);
+            assert_eq!(results.len(), 1_000 * windows_per_element, "each key's element in each of its windows");
+            // A key's slice lives until its last window is dropped: at most 16 keys are live at
+            // once, and at most twice `max(live, IDLE_KEYS_MIN)` are idle before they are released.
+            let bound = 16 + 2 * crate::window::key_index::IDLE_KEYS_MIN.max(16) + 1;
+            assert!(core.keys.len() <= bound, "slide {slide_ms}: {} key ids for at most 16 live keys", core.keys.len());
+            assert!(core.is_empty() && core.key_ids.len() <= bound);
         }
-        core.advance_watermark(i64::MAX, &mut emit);
-        assert_eq!(results.len(), 2_000, "each key's element is in two windows");
-        // A key's slice lives until its second window is dropped: at most 16 keys are live at
-        // once, and at most twice `max(live, IDLE_KEYS_MIN)` are idle before they are released.
-        let bound = 16 + 2 * crate::window::key_index::IDLE_KEYS_MIN.max(16) + 1;
-        assert!(core.keys.len() <= bound, "{} key ids for at most 16 live keys", core.keys.len());
-        assert!(core.is_empty() && core.key_ids.len() <= bound);
     }
 
     #[test]
