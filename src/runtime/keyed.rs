@@ -78,6 +78,9 @@ pub trait KeyedEngine<K, D>: 'static {
     /// The second hint for the same key, [`LOOKAHEAD_NEAR`] elements ahead: the index is in cache
     /// by now, so the engine can start loading the key's state itself. Default: nothing.
     fn prefetch_near(&self, _token: u64) {}
+    /// The third hint for the same key, [`LOOKAHEAD_NEXT`] elements ahead: the key's state is in
+    /// cache by now, so the engine can start loading what the state points to. Default: nothing.
+    fn prefetch_next(&self, _token: u64) {}
     /// Snapshots the operator's state (by key group, see [`crate::state`]) for a checkpoint.
     fn snapshot(&self, max_parallelism: u32) -> Vec<u8>;
     /// Restores the key groups in `key_groups` from the snapshots of every old instance
@@ -89,6 +92,8 @@ pub trait KeyedEngine<K, D>: 'static {
 pub const LOOKAHEAD_FAR: usize = 8;
 /// How many elements ahead it announces the key again ([`KeyedEngine::prefetch_near`]).
 pub const LOOKAHEAD_NEAR: usize = 3;
+/// How many elements ahead it announces the key a third time ([`KeyedEngine::prefetch_next`]).
+pub const LOOKAHEAD_NEXT: usize = 1;
 
 /// Asks the CPU to bring the cache lines of `value` (its first 256 bytes at most) closer, without
 /// waiting for them: what an engine's [`KeyedEngine::prefetch_near`] may do.
@@ -272,6 +277,9 @@ where
                     }
                     if let Some((_, token)) = announced.get(LOOKAHEAD_NEAR) {
                         core.prefetch_near(*token);
+                    }
+                    if let Some((_, token)) = announced.get(LOOKAHEAD_NEXT) {
+                        core.prefetch_next(*token);
                     }
                     let (key, token) = announced.pop_front().expect("every record is announced before its turn");
                     if context.failure.is_failed() {

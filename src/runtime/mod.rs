@@ -16,7 +16,9 @@ mod simulated;
 mod sink;
 
 pub(crate) use keyed::keyed_operator_at;
-pub use keyed::{Emit, KeyedEngine, KeyedOutput, LOOKAHEAD_FAR, LOOKAHEAD_NEAR, keyed_operator, prefetch_memory};
+pub use keyed::{
+    Emit, KeyedEngine, KeyedOutput, LOOKAHEAD_FAR, LOOKAHEAD_NEAR, LOOKAHEAD_NEXT, keyed_operator, prefetch_memory,
+};
 pub use simulated::{NetworkConfig, SimConfig, SimReport, SimulatedClock, execute_simulated};
 pub(crate) use sink::{sink_operator, two_phase_sink_operator};
 

@@ -92,6 +92,12 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// the order keys entered the slice, so each key's state is elsewhere in memory.
 const STATE_AHEAD: usize = 8;
 
+/// How many keys an operator needs before [`KeyedEngine::prefetch_next`] loads a record's entry
+/// ahead: below it the slices' entries stay in cache.
+///
+/// [`KeyedEngine::prefetch_next`]: crate::runtime::KeyedEngine::prefetch_next
+const PREFETCH_ENTRY_KEYS_MIN: usize = 100_000;
+
 /// `older_position` of an entry that is its key's oldest.
 const NO_OLDER: u32 = u32::MAX;
 
@@ -880,6 +886,24 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
     fn prefetch_near(&self, hash: u64) {
         if let Some(id) = self.key_ids.candidate(hash) {
             crate::runtime::prefetch_memory(&self.keys[id as usize]);
+        }
+    }
+
+    fn prefetch_next(&self, hash: u64) {
+        // The key's state is in cache: load the entry of its newest slice, which an element nearly
+        // always goes to. Only with many keys: with few, the entries stay in cache anyway and the
+        // lookup costs more than it saves (10 000 keys: 10 % more CPU; a million: 25 % less).
+        if self.keys.len() < PREFETCH_ENTRY_KEYS_MIN {
+            return;
+        }
+        let Some(id) = self.key_ids.candidate(hash) else { return };
+        let state = &self.keys[id as usize];
+        if let Some(newest) = self.slices.back()
+            && state.slice_count > 0
+            && newest.start == state.newest_slice
+            && let Some(entry) = newest.entries.get(state.newest_position as usize)
+        {
+            crate::runtime::prefetch_memory(entry);
         }
     }
 }
