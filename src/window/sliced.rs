@@ -356,6 +356,8 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     }
 
     /// [`entry_at`](Self::entry_at) for an element that is not of its key's newest slice.
+    // Out of line, so that the common case above stays small enough to inline into every element's
+    // path.
     #[inline(never)]
     fn new_or_older_entry(&mut self, key: KeyId, slice_start: i64) -> (usize, usize) {
         let index = self.slice_at(slice_start);
