@@ -1082,6 +1082,35 @@ mod tests {
             prop_assert_eq!(sliced, general);
         }
 
+        /// A result merges its window's slices oldest first, in on-time and late firings alike, so
+        /// that a merge that is not commutative (here: appending lists) sees them in time order.
+        #[test]
+        fn results_merge_their_slices_oldest_first(
+            input in input(),
+            size in 1i64..8,
+            slide in 1i64..8,
+            lateness in prop::sample::select(vec![0i64, 400, 1_500]),
+        ) {
+            let spec = SliceSpec { size_ms: size * 100, slide_ms: slide * 100, offset_ms: 0 };
+            let mut core: SlicedCore<u8, i64, Times> = SlicedCore::new(spec, lateness, true, Arc::new(Times));
+            let (mut results, mut late) = (Vec::new(), Vec::new());
+            let mut emit = Emit { results: &mut results, late: &mut late };
+            for &(key, time_ms, stamp_ms) in &input {
+                core.on_element(key, Record::new(time_ms, stamp_ms, time_ms), &mut emit);
+            }
+            core.advance_watermark(i64::MAX, &mut emit);
+            for result in &results {
+                let slices: Vec<i64> = result.value.value.iter().map(|time| time.div_euclid(spec.slice_ms())).collect();
+                prop_assert!(
+                    slices.is_sorted(),
+                    "key {} window {:?} merged slices in the order {:?}",
+                    result.value.key,
+                    result.value.window,
+                    slices
+                );
+            }
+        }
+
         /// Slicing's promise, counted rather than timed: each element the windows take is added
         /// once, to one slice, however many windows it is in (`size / slide`), and a result
         /// merges at most the slices of one window. The per-element work does not grow with the
@@ -1106,6 +1135,26 @@ mod tests {
                 calls(&function.merges) <= rows.len() as u64 * (slices_per_window - 1),
                 "{} merges for {} results of {} slices", calls(&function.merges), rows.len(), slices_per_window
             );
+        }
+    }
+
+    /// The values of a result's elements, in the order its accumulator took them.
+    struct Times;
+
+    impl AggregateFunction<i64> for Times {
+        type Accumulator = Vec<i64>;
+        type Output = Vec<i64>;
+        fn create_accumulator(&self) -> Vec<i64> {
+            Vec::new()
+        }
+        fn add(&self, accumulator: &mut Vec<i64>, value: &i64) {
+            accumulator.push(*value);
+        }
+        fn merge(&self, accumulator: &mut Vec<i64>, other: Vec<i64>) {
+            accumulator.extend(other);
+        }
+        fn result(&self, accumulator: &Vec<i64>) -> Vec<i64> {
+            accumulator.clone()
         }
     }
 
