@@ -415,8 +415,13 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         let mut walk = (state.slice_count > 0).then_some((state.newest_slice, state.newest_position));
         std::iter::from_fn(move || {
             let (slice, position) = walk?;
-            // A dropped slice ends the walk: every older one is dropped too.
-            let at = self.slice_index(slice)?;
+            let Some(at) = self.slice_index(slice) else {
+                // Dropped, which ends the walk: slices are dropped oldest first, so every older one
+                // is too.
+                let oldest = self.slices.front().map(|slice| slice.start);
+                assert!(oldest.is_none_or(|oldest| slice < oldest), "a key's entry at {slice} is in no slice");
+                return None;
+            };
             let entry = &self.slices[at].entries[position as usize];
             assert_eq!(entry.key, key, "an entry links to its own key's entries only");
             walk = entry.older();
