@@ -144,6 +144,13 @@ struct KeyState<K> {
     firing_at: u32,
 }
 
+impl<K> KeyState<K> {
+    /// Where the key's newest entry is, as `(slice start, position)`, if it has one.
+    fn newest(&self) -> Option<(i64, u32)> {
+        (self.slice_count > 0).then_some((self.newest_slice, self.newest_position))
+    }
+}
+
 /// `firing_at` of a key the firing has not met.
 const NOT_FIRING: u32 = u32::MAX;
 
@@ -348,9 +355,11 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     fn entry_at(&mut self, key: KeyId, slice_start: i64) -> (usize, usize) {
         let state = &self.keys[key as usize];
         // Most elements go to their key's newest slice.
-        if state.slice_count > 0 && state.newest_slice == slice_start {
+        if let Some((newest, position)) = state.newest()
+            && newest == slice_start
+        {
             let at = self.slice_index(slice_start).expect("a key's newest slice is live");
-            return (at, state.newest_position as usize);
+            return (at, position as usize);
         }
         self.new_or_older_entry(key, slice_start)
     }
@@ -365,7 +374,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
         // Walk back from the key's newest entry to the first not newer than `slice_start`,
         // remembering the one after it, whose link a new entry goes between.
         let mut newer: Option<(usize, usize)> = None;
-        let mut walk = (state.slice_count > 0).then_some((state.newest_slice, state.newest_position));
+        let mut walk = state.newest();
         while let Some((slice, position)) = walk {
             if slice < slice_start {
                 break;
@@ -412,7 +421,7 @@ impl<K: Hash + Eq + Clone, D, A: AggregateFunction<D>> SlicedCore<K, D, A> {
     /// `key`'s live entries, newest first, as `(slice index, position)`.
     fn entries_of(&self, key: KeyId) -> impl Iterator<Item = (usize, usize)> + '_ {
         let state = &self.keys[key as usize];
-        let mut walk = (state.slice_count > 0).then_some((state.newest_slice, state.newest_position));
+        let mut walk = state.newest();
         std::iter::from_fn(move || {
             let (slice, position) = walk?;
             let Some(at) = self.slice_index(slice) else {
@@ -904,11 +913,10 @@ impl<K: crate::api::Key, D: 'static, A: AggregateFunction<D>> crate::runtime::Ke
             return;
         }
         let Some(id) = self.key_ids.candidate(hash) else { return };
-        let state = &self.keys[id as usize];
-        if let Some(newest) = self.slices.back()
-            && state.slice_count > 0
-            && newest.start == state.newest_slice
-            && let Some(entry) = newest.entries.get(state.newest_position as usize)
+        if let Some((newest_slice, position)) = self.keys[id as usize].newest()
+            && let Some(newest) = self.slices.back()
+            && newest.start == newest_slice
+            && let Some(entry) = newest.entries.get(position as usize)
         {
             crate::runtime::prefetch_memory(entry);
         }
